@@ -1,0 +1,27 @@
+"""Packaging for miniai: every setting comes from settings.ini (nbdev 2's layout)."""
+from configparser import ConfigParser
+import setuptools
+
+cfg = ConfigParser(delimiters=['='])
+cfg.read('settings.ini')
+cfg = cfg['DEFAULT']
+
+requirements = cfg.get('requirements', '').split()
+dev_requirements = cfg.get('dev_requirements', '').split()
+
+setuptools.setup(
+    name=cfg['lib_name'],
+    version=cfg['version'],
+    description=cfg['description'],
+    license='Apache Software License 2.0',
+    author=cfg['author'],
+    author_email=cfg['author_email'],
+    keywords=cfg['keywords'].split(),
+    packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
+    python_requires='>=' + cfg['min_python'],
+    install_requires=requirements,
+    extras_require={'dev': dev_requirements},
+    include_package_data=True,
+    zip_safe=False,
+    entry_points={'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
+)
