@@ -1,0 +1,199 @@
+"Hooks and activation statistics (miniai.activations): removal however a fit ends, histograms, seeds, bad use."
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+import pytest, torch
+import torch.nn.functional as F
+from functools import partial
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from miniai.datasets import DataLoaders
+from miniai.learner import Callback, CancelFitException, CancelEpochException, TrainLearner
+from miniai.activations import (set_seed, Hook, Hooks, HooksCallback, append_stats, get_hist, get_min,
+                                ActivationStats)
+
+
+def tiny_dls(n=64, bs=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 3, (n,), generator=g)
+    return DataLoaders(DataLoader(TensorDataset(x, y), bs, shuffle=True), DataLoader(TensorDataset(x, y), bs))
+
+def tiny_model():
+    return nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.Conv2d(4, 8, 3, 2, 1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+def n_hooks(model): return sum(len(m._forward_hooks) for m in model.modules())
+
+def record(hook, mod, inp, outp):
+    hook.calls = getattr(hook, 'calls', 0) + 1
+
+class RaiseAfter(Callback):
+    order = 1
+    def __init__(self, exc, n=1): self.exc, self.n = exc, n
+    def after_batch(self, learn):
+        if learn.iter + 1 >= self.n: raise self.exc
+
+
+def test_set_seed_same_losses():
+    def losses(seed):
+        set_seed(seed)
+        model, dls = tiny_model(), tiny_dls()
+        res = []
+        class Rec(Callback):
+            def after_batch(self, learn):
+                if learn.training: res.append(learn.loss.item())
+        TrainLearner(model, dls, F.cross_entropy, lr=0.1, cbs=[Rec()]).fit(2)
+        return res
+    a, b, c = losses(3), losses(3), losses(4)
+    assert a == b
+    assert a != c
+
+def test_set_seed_seeds_python_and_numpy():
+    import random, numpy as np
+    set_seed(5); r, n = random.random(), np.random.rand()
+    set_seed(5); assert (random.random(), np.random.rand()) == (r, n)
+
+def test_set_seed_deterministic_flag():
+    set_seed(0, deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled()
+    set_seed(0)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+def test_hook_with_block_and_delete():
+    lin = nn.Linear(2, 2)
+    with Hook(lin, record) as h:
+        lin(torch.zeros(1, 2)); lin(torch.zeros(1, 2))
+        assert len(lin._forward_hooks) == 1
+    assert len(lin._forward_hooks) == 0 and h.calls == 2
+    h.remove()                                   # removing twice is fine
+    h = Hook(lin, record); assert len(lin._forward_hooks) == 1
+    del h
+    assert len(lin._forward_hooks) == 0
+
+def test_hook_removed_when_with_block_raises():
+    lin = nn.Linear(2, 2)
+    with pytest.raises(RuntimeError):
+        with Hook(lin, record): lin(torch.zeros(1, 3))   # wrong shape
+    assert len(lin._forward_hooks) == 0
+
+def test_hooks_list():
+    model = tiny_model()
+    with Hooks(model, record) as hs:
+        assert len(hs) == len(model) and n_hooks(model) == len(model)
+        model(torch.zeros(2, 1, 8, 8))
+        assert all(h.calls == 1 for h in hs)
+    assert n_hooks(model) == 0
+    hs = Hooks(model[:4], record)
+    del hs[1:3]
+    assert len(hs) == 2 and n_hooks(model) == 2 and len(model[1]._forward_hooks) == 0
+    del hs
+    assert n_hooks(model) == 0
+
+@pytest.mark.parametrize('stop', [None, CancelFitException(), CancelEpochException(), ValueError('boom')])
+def test_hooks_callback_removes_hooks_however_fit_ends(stop):
+    model = tiny_model()
+    cb = HooksCallback(record, mod_filter=lambda m: isinstance(m, nn.ReLU))
+    cbs = [cb] + ([RaiseAfter(stop, 2)] if stop is not None else [])
+    learn = TrainLearner(model, tiny_dls(), F.cross_entropy, lr=0.1, cbs=cbs)
+    if isinstance(stop, ValueError):
+        with pytest.raises(ValueError, match='boom'): learn.fit(1)
+    else: learn.fit(1)
+    assert len(cb) == 2
+    assert n_hooks(model) == 0
+    assert all(h.calls >= 2 for h in cb)
+
+def test_hooks_callback_removes_hooks_when_model_raises():
+    model = tiny_model()
+    bad = DataLoaders(DataLoader(TensorDataset(torch.zeros(8, 3, 8, 8), torch.zeros(8).long()), 4), None)
+    cb = HooksCallback(record, mod_filter=lambda m: isinstance(m, nn.ReLU))
+    with pytest.raises(RuntimeError): TrainLearner(model, bad, F.cross_entropy, cbs=[cb]).fit(1, valid=False)
+    assert n_hooks(model) == 0
+
+def test_hooks_callback_cleanup_when_fit_fails_before_hooking():
+    class FailFirst(Callback):
+        order = -100
+        def before_fit(self, learn): raise KeyError('early')
+    model = tiny_model()
+    cb = HooksCallback(record)
+    with pytest.raises(KeyError, match='early'):     # not an AttributeError from the cleanup
+        TrainLearner(model, tiny_dls(), F.cross_entropy, cbs=[FailFirst(), cb]).fit(1)
+    assert n_hooks(model) == 0
+
+def test_hooks_callback_train_valid_flags_and_mods():
+    counts = {}
+    for on_train, on_valid in ((True, False), (False, True), (True, True)):
+        model = tiny_model()
+        cb = HooksCallback(record, on_train=on_train, on_valid=on_valid, mods=[model[0]])
+        TrainLearner(model, tiny_dls(n=64, bs=16), F.cross_entropy, cbs=[cb]).fit(1)
+        assert len(cb) == 1
+        counts[(on_train, on_valid)] = getattr(list(cb)[0], 'calls', 0)
+    assert counts == {(True, False): 4, (False, True): 4, (True, True): 8}
+
+def test_hooks_callback_default_filter_hooks_every_module():
+    model = tiny_model()
+    cb = HooksCallback(record)
+    TrainLearner(model, tiny_dls(), F.cross_entropy, cbs=[cb]).fit(1, valid=False)
+    assert len(cb) == len(list(model.modules()))
+    assert n_hooks(model) == 0
+
+def test_append_stats_histogram_counts_everything():
+    lin = nn.Linear(10, 50)
+    x = torch.randn(32, 10)
+    with Hook(lin, partial(append_stats, hist_range=(-50, 50))) as h: out = lin(x)
+    hist = h.stats[2][0]
+    assert hist.shape == (40,) and hist.sum() == out.numel()
+    assert h.hist_range == (-50, 50)
+    assert torch.allclose(h.stats[0][0], out.mean()) and torch.allclose(h.stats[1][0], out.std())
+    assert all(t.device.type == 'cpu' and not t.requires_grad for s in h.stats for t in s)
+
+def test_append_stats_default_range_and_bins():
+    r = nn.ReLU()
+    x = torch.tensor([-1., 0., 0.1, 0.3, 9.99, 20.])
+    with Hook(r, append_stats) as h: r(x)
+    hist = h.stats[2][0]
+    assert hist.shape == (40,) and h.hist_range == (0, 10)
+    assert hist[0] == 3 and hist[1] == 1 and hist[-1] == 1 and hist.sum() == 5   # 20 is outside the range
+    with Hook(r, partial(append_stats, bins=10)) as h: r(x)
+    assert h.stats[2][0].shape == (10,)
+
+def test_append_stats_half_precision():
+    r = nn.Identity()
+    with Hook(r, append_stats) as h: r(torch.ones(4, dtype=torch.bfloat16))
+    assert h.stats[2][0].dtype == torch.float32 and h.stats[2][0].sum() == 4
+
+def test_get_hist_and_get_min():
+    hk = type('H', (), {})()
+    hk.stats = ([], [], [torch.arange(40.), torch.ones(40)])
+    hk.hist_range = (0, 10)
+    assert get_hist(hk).shape == (40, 2)
+    assert torch.allclose(get_min(hk), torch.tensor([1/780, 2/40]))          # bins 0 and 1: below 0.5
+    hk.hist_range = (-7, 7)
+    assert torch.allclose(get_min(hk)[1], torch.tensor(4/40))                  # the middle four: -0.7 to 0.7
+    assert torch.allclose(get_min(hk, near=0.3)[1], torch.tensor(2/40))        # just the two around 0
+
+def test_activation_stats_fit_and_plots():
+    set_seed(0)
+    model = tiny_model()
+    stats = ActivationStats(lambda m: isinstance(m, nn.ReLU), hist_range=(-5, 5), bins=20)
+    TrainLearner(model, tiny_dls(), F.cross_entropy, lr=0.1, cbs=[stats]).fit(2)
+    assert n_hooks(model) == 0
+    hs = list(stats)
+    assert len(hs) == 2 and len(hs[0].stats[2]) == 8 and hs[0].stats[2][0].shape == (20,)
+    assert hs[0].hist_range == (-5, 5)
+    # ReLU outputs: nothing in the negative bins, everything counted (they are far below 5)
+    h0 = torch.stack(hs[0].stats[2])
+    assert h0[:, :10].sum() == 0
+    stats.plot_stats(); stats.color_dim(); stats.dead_chart()
+    plt.close('all')
+
+def test_activation_stats_bad_use():
+    stats = ActivationStats(lambda m: isinstance(m, nn.ReLU))
+    with pytest.raises(ValueError, match='fit a learner'): stats.plot_stats()
+    model = tiny_model()
+    none = ActivationStats(lambda m: isinstance(m, nn.GELU))
+    TrainLearner(model, tiny_dls(), F.cross_entropy, cbs=[none]).fit(1, valid=False)
+    with pytest.raises(ValueError, match='mod_filter'): none.color_dim()
+    onlyvalid = ActivationStats(lambda m: isinstance(m, nn.ReLU))
+    TrainLearner(model, tiny_dls(), F.cross_entropy, cbs=[onlyvalid]).fit(1, train=False)
+    with pytest.raises(ValueError, match='recorded nothing'): onlyvalid.dead_chart()

@@ -1,0 +1,110 @@
+"Initialization helpers (miniai.init): GeneralRelu, conv/get_model, init_weights, LSUV, BatchTransformCB."
+import math
+from functools import partial
+
+import pytest, torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from miniai.datasets import DataLoaders
+from miniai.learner import Callback, TrainLearner
+from miniai.init import BatchTransformCB, GeneralRelu, plot_func, init_weights, lsuv_init, conv, get_model
+
+
+def test_general_relu_values_and_grad():
+    x = torch.tensor([-3., -1., 0., 1., 3.], requires_grad=True)
+    y = GeneralRelu(leak=0.1, sub=0.4, maxv=2.)(x)
+    assert torch.allclose(y, torch.tensor([-0.7, -0.5, -0.4, 0.6, 2.0]))
+    y.sum().backward()
+    assert torch.allclose(x.grad, torch.tensor([0.1, 0.1, 0.1, 1., 0.]))   # clamped at maxv: no gradient
+    assert torch.equal(GeneralRelu()(x), F.relu(x))
+    assert torch.equal(GeneralRelu(leak=0.)(x), F.relu(x))
+
+def test_general_relu_keeps_input():
+    x = torch.tensor([-1., 5.])
+    GeneralRelu(leak=0.1, sub=0.4, maxv=1.)(x)
+    assert torch.equal(x, torch.tensor([-1., 5.]))
+
+class RunningBatchNorm(nn.Module):   # stands for the hand-made batch norms of 12_batchnorm
+    def __init__(self, nf): super().__init__()
+    def forward(self, x): return x
+
+@pytest.mark.parametrize('norm,has_bias', [(None, True), (nn.BatchNorm2d, False), (partial(nn.BatchNorm2d, eps=1e-3), False),
+                                           (RunningBatchNorm, False), (nn.InstanceNorm2d, True),
+                                           (partial(nn.GroupNorm, 2), True)])
+def test_conv_bias_rule(norm, has_bias):
+    c = conv(4, 8, norm=norm)
+    assert (c[0].bias is not None) == has_bias
+    assert c(torch.zeros(2, 4, 10, 10)).shape == (2, 8, 5, 5)
+
+def test_conv_explicit_bias_and_act():
+    assert conv(1, 2, norm=nn.BatchNorm2d, bias=True)[0].bias is not None
+    assert conv(1, 2, bias=False)[0].bias is None
+    c = conv(1, 2, ks=5, stride=1, act=partial(GeneralRelu, leak=0.1))
+    assert isinstance(c[-1], GeneralRelu) and c[-1].leak == 0.1 and c[0].padding == (2, 2)
+    assert len(conv(1, 2, act=None)) == 1
+
+def test_get_model():
+    m = get_model(partial(GeneralRelu, leak=0.1, sub=0.4), nfs=(1, 4, 8, 16, 32), norm=nn.BatchNorm2d)
+    assert m(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    assert sum(isinstance(o, GeneralRelu) for o in m.modules()) == 4
+    assert sum(isinstance(o, nn.BatchNorm2d) for o in m.modules()) == 4
+    assert m[-2][0].bias is not None                       # the classifier conv keeps its bias
+    assert get_model()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    with pytest.raises(ValueError, match='at least one'): get_model(nfs=[1])
+
+@pytest.mark.parametrize('uniform', [False, True])
+def test_init_weights(uniform):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(32, 64, 3), nn.BatchNorm2d(64), nn.Linear(400, 300))
+    m.apply(partial(init_weights, leaky=0.2, uniform=uniform))
+    for layer, n_in in ((m[0], 32*9), (m[2], 400)):
+        assert abs(layer.weight.std().item() / math.sqrt(2/((1+0.04)*n_in)) - 1) < 0.03
+        assert layer.bias.abs().sum() == 0
+    assert torch.equal(m[1].weight, torch.ones(64))       # other modules left alone
+
+def test_lsuv_init_targets():
+    torch.manual_seed(0)
+    model = get_model(partial(GeneralRelu, leak=0.1, sub=0.4), nfs=(1, 4, 8, 16, 16))
+    xb = torch.randn(64, 1, 28, 28)
+    relus = [o for o in model.modules() if isinstance(o, GeneralRelu)]
+    convs = [o for o in model.modules() if isinstance(o, nn.Conv2d)]
+    for r, c in zip(relus, convs): lsuv_init(model, r, c, xb)
+    stats = []
+    hooks = [r.register_forward_hook(lambda m, i, o: stats.append((o.mean().item(), o.std().item()))) for r in relus]
+    with torch.no_grad(): model(xb)
+    for h in hooks: h.remove()
+    assert len(stats) == 4
+    for mean, std in stats: assert abs(mean) < 1e-3 and abs(std - 1) < 1e-3
+    assert all(len(o._forward_hooks) == 0 for o in model.modules())   # lsuv_init's own hooks are gone
+
+def test_lsuv_init_bad_input():
+    model = get_model()
+    xb = torch.randn(16, 1, 28, 28)
+    with pytest.raises(RuntimeError, match='never negative'): lsuv_init(model, model[0][1], model[0][0], xb, max_iters=3)
+    assert all(len(o._forward_hooks) == 0 for o in model.modules())
+    nb = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), GeneralRelu(0.1, 0.4))
+    with pytest.raises(ValueError, match='bias'): lsuv_init(nb, nb[1], nb[0], xb)
+
+def test_batch_transform_cb_flags():
+    x, y = torch.full((8, 1, 28, 28), 2.), torch.zeros(8).long()
+    dls = DataLoaders(DataLoader(TensorDataset(x, y), 4), DataLoader(TensorDataset(x, y), 4))
+    for on_train, on_val in ((True, True), (True, False), (False, True)):
+        seen = {True: [], False: []}
+        class Seen(Callback):
+            order = 5
+            def before_batch(self, learn): seen[learn.training].append(learn.batch[0].mean().item())
+        cb = BatchTransformCB(lambda b: (b[0] - 2., b[1]), on_train=on_train, on_val=on_val)
+        TrainLearner(get_model(), dls, F.cross_entropy, lr=0., cbs=[cb, Seen()]).fit(1)
+        assert seen[True] == [0. if on_train else 2.] * 2
+        assert seen[False] == [0. if on_val else 2.] * 2
+
+def test_plot_func():
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    plot_func(GeneralRelu(leak=0.1, sub=0.4), start=-2, end=2, steps=5)
+    line = plt.gca().lines[0]
+    assert list(line.get_xdata()) == [-2., -1., 0., 1., 2.]
+    assert torch.allclose(torch.tensor(line.get_ydata()), torch.tensor([-0.6, -0.5, -0.4, 0.6, 1.6]))
+    plt.close('all')

@@ -1,0 +1,291 @@
+"Behaviour of `miniai.learner` that would clutter the lesson: event order, cancelling, faults, bad input, determinism, console output."
+import math, os, subprocess, sys, textwrap
+from functools import partial
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn, optim
+from torch.optim import lr_scheduler
+from torch.utils.data import DataLoader, TensorDataset
+from torcheval.metrics import MulticlassAccuracy
+
+import miniai.learner as learner_mod
+from miniai.learner import *
+
+
+def make_dls(n_train=8, n_valid=4, bs=4):
+    "Tiny linear-regression data: `n_train/bs` training batches and `n_valid/bs` validation batches."
+    g = torch.Generator().manual_seed(0)
+    def ds(n):
+        x = torch.randn(n, 3, generator=g)
+        return TensorDataset(x, x @ torch.tensor([[1.], [-2.], [0.5]]))
+    return SimpleNamespace(train=DataLoader(ds(n_train), bs), valid=DataLoader(ds(n_valid), bs))
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Linear(3, 1)
+
+
+class EventRecorder(Callback):
+    "Records the name of every event and training step it is asked about (it answers to all of them)."
+    def __init__(self, raise_in=None, exc=None, times=1):
+        self.events, self.raise_in, self.exc, self.times = [], raise_in, exc, times
+    def __getattr__(self, nm):
+        if nm.startswith(('before_', 'after_', 'cleanup_')) or nm in ('predict', 'get_loss', 'backward', 'step', 'zero_grad'):
+            def record(learn):
+                self.events.append(nm)
+                if nm == self.raise_in and self.times > 0:
+                    self.times -= 1
+                    raise self.exc()
+            return record
+        raise AttributeError(nm)
+
+TRAIN_BATCH = ['before_batch', 'predict', 'after_predict', 'get_loss', 'after_loss', 'backward', 'after_backward',
+               'step', 'after_step', 'zero_grad', 'after_batch', 'cleanup_batch']
+VALID_BATCH = ['before_batch', 'predict', 'after_predict', 'get_loss', 'after_loss', 'after_batch', 'cleanup_batch']
+
+def epoch(batches): return ['before_epoch', *batches, 'after_epoch', 'cleanup_epoch']
+
+def record_fit(rec, n_epochs=1, **kwargs):
+    learn = Learner(make_model(), make_dls(**kwargs), F.mse_loss, lr=0.01, cbs=[TrainCB(), rec])
+    learn.fit(n_epochs)
+    return learn, rec.events
+
+
+def test_event_order_two_batches():
+    _, events = record_fit(EventRecorder())
+    assert events == ['before_fit', *epoch(TRAIN_BATCH * 2), *epoch(VALID_BATCH), 'after_fit', 'cleanup_fit']
+
+def test_event_order_train_only_and_valid_only():
+    learn = Learner(make_model(), make_dls(), F.mse_loss, cbs=[TrainCB()])
+    rec = EventRecorder()
+    learn.fit(1, valid=False, cbs=rec)
+    assert rec.events == ['before_fit', *epoch(TRAIN_BATCH * 2), 'after_fit', 'cleanup_fit']
+    rec = EventRecorder()
+    learn.fit(1, train=False, cbs=rec)
+    assert rec.events == ['before_fit', *epoch(VALID_BATCH), 'after_fit', 'cleanup_fit']
+
+def test_callback_order_is_respected():
+    calls = []
+    class Named(Callback):
+        def __init__(self, name, order): self.name, self.order = name, order
+        def before_fit(self, learn): calls.append(self.name)
+    cbs = [Named('c', 5), Named('a', -1), Named('b1', 0), Named('b2', 0)]
+    learn = Learner(make_model(), make_dls(), F.mse_loss, cbs=[TrainCB(), *cbs])
+    learn.fit(1)
+    assert calls == ['a', 'b1', 'b2', 'c']   # ascending order, ties in list order
+    calls.clear()
+    run_cbs(cbs, 'before_fit')
+    assert calls == ['a', 'b1', 'b2', 'c']
+
+
+# --- cancelling: each exception stops exactly its own level -------------------------------------------------------
+
+def test_cancel_batch_in_after_predict_skips_rest_of_that_batch_only():
+    _, events = record_fit(EventRecorder('after_predict', CancelBatchException))
+    cancelled = ['before_batch', 'predict', 'after_predict', 'cleanup_batch']   # no get_loss ... after_batch
+    assert events == ['before_fit', *epoch(cancelled + TRAIN_BATCH), *epoch(VALID_BATCH), 'after_fit', 'cleanup_fit']
+
+def test_cancel_batch_leaves_parameters_untouched():
+    model = make_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    class CancelAll(Callback):
+        def after_loss(self, learn): raise CancelBatchException()
+    Learner(model, make_dls(), F.mse_loss, cbs=[TrainCB(), CancelAll()]).fit(2)
+    for b, p in zip(before, model.parameters()): assert torch.equal(b, p)
+
+def test_cancel_epoch_in_training_batch_goes_on_with_validation_and_next_epoch():
+    _, events = record_fit(EventRecorder('after_loss', CancelEpochException), n_epochs=2)
+    cancelled_epoch = ['before_epoch', 'before_batch', 'predict', 'after_predict', 'get_loss', 'after_loss',
+                       'cleanup_batch', 'cleanup_epoch']   # after_batch and after_epoch skipped
+    assert events == ['before_fit', *cancelled_epoch, *epoch(VALID_BATCH),
+                      *epoch(TRAIN_BATCH * 2), *epoch(VALID_BATCH), 'after_fit', 'cleanup_fit']
+
+def test_cancel_fit_ends_cleanly_with_cleanup():
+    _, events = record_fit(EventRecorder('after_step', CancelFitException), n_epochs=3)
+    assert events == ['before_fit', 'before_epoch', *TRAIN_BATCH[:TRAIN_BATCH.index('after_step') + 1],
+                      'cleanup_batch', 'cleanup_epoch', 'cleanup_fit']
+
+def test_cancel_fit_in_before_fit():
+    _, events = record_fit(EventRecorder('before_fit', CancelFitException))
+    assert events == ['before_fit', 'cleanup_fit']
+
+def test_wrong_level_cancel_is_not_swallowed_by_a_lower_level():
+    # CancelEpochException raised in a batch passes through the batch level; a CancelBatchException raised
+    # outside any batch is an error (nothing at that level can cancel a batch).
+    with pytest.raises(CancelBatchException):
+        record_fit(EventRecorder('before_epoch', CancelBatchException))
+
+def test_single_batch_cb():
+    rec = EventRecorder()
+    learn = Learner(make_model(), make_dls(), F.mse_loss, cbs=[TrainCB(), rec, SingleBatchCB()])
+    learn.fit(5)
+    assert rec.events == ['before_fit', 'before_epoch', *TRAIN_BATCH[:-1], 'cleanup_batch', 'cleanup_epoch', 'cleanup_fit']
+
+
+# --- faults ---------------------------------------------------------------------------------------------------------
+
+def test_raising_callback_still_cleans_up_and_removes_fit_only_callbacks():
+    class Boom(Callback):
+        def after_batch(self, learn):
+            if learn.iter == 1: raise RuntimeError('boom')
+    rec, fit_only = EventRecorder(), Boom()
+    learn = Learner(make_model(), make_dls(), F.mse_loss, cbs=[TrainCB(), rec])
+    with pytest.raises(RuntimeError, match='boom'): learn.fit(2, cbs=fit_only)
+    assert rec.events[-3:] == ['cleanup_batch', 'cleanup_epoch', 'cleanup_fit']
+    assert 'after_fit' not in rec.events and 'after_epoch' not in rec.events
+    assert fit_only not in learn.cbs and len(learn.cbs) == 2
+    # and the learner still works afterwards
+    rec.events.clear()
+    learn.fit(1)
+    assert rec.events[-2:] == ['after_fit', 'cleanup_fit']
+
+def test_fit_only_callbacks_and_lr_are_for_one_fit():
+    learn = TrainLearner(make_model(), make_dls(), F.mse_loss, lr=0.01)
+    lrs = []
+    class LR(Callback):
+        def before_fit(self, learn): lrs.append(learn.opt.param_groups[0]['lr'])
+    cb = LR()
+    learn.fit(1, cbs=cb, lr=0.5)
+    learn.fit(1, cbs=[cb])
+    assert lrs == [0.5, 0.01] and learn.cbs == [] and learn.lr == 0.01
+
+def test_same_seed_same_losses():
+    def losses(seed):
+        torch.manual_seed(seed)
+        x = torch.randn(64, 3); y = x.sum(1, keepdim=True)
+        dls = SimpleNamespace(train=DataLoader(TensorDataset(x, y), 8, shuffle=True), valid=DataLoader(TensorDataset(x, y), 16))
+        model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+        out = []
+        class Rec(Callback):
+            def after_loss(self, learn): out.append(learn.loss.item())
+        TrainLearner(model, dls, F.mse_loss, lr=0.05, cbs=Rec()).fit(2)
+        return out
+    a, b, c = losses(1), losses(1), losses(2)
+    assert a == b and a != c and len(a) == 2 * (8 + 4)
+
+@pytest.mark.parametrize('split', ['train', 'valid'])
+def test_empty_dataloader_gives_a_clear_error(split):
+    dls = make_dls()
+    setattr(dls, split, DataLoader(TensorDataset(torch.zeros(0, 3), torch.zeros(0, 1)), 4))
+    learn = TrainLearner(make_model(), dls, F.mse_loss, cbs=MetricsCB())
+    with pytest.raises(ValueError, match=f'The {split} DataLoader yields no batches'): learn.fit(1)
+
+def test_drop_last_smaller_than_batch_is_empty_too():
+    dls = make_dls()
+    dls.train = DataLoader(TensorDataset(torch.zeros(3, 3), torch.zeros(3, 1)), 4, drop_last=True)
+    with pytest.raises(ValueError, match='drop_last'): TrainLearner(make_model(), dls, F.mse_loss).fit(1)
+
+def test_missing_dls_and_missing_training_steps():
+    with pytest.raises(ValueError, match='no `train` DataLoader'): TrainLearner(make_model()).fit(1)
+    with pytest.raises(TypeError, match='TrainCB'): Learner(make_model(), make_dls()).fit(1)
+    # evaluation only needs predict and get_loss
+    class Eval(Callback):
+        def predict(self, learn): learn.preds = learn.model(learn.batch[0])
+        def get_loss(self, learn): learn.loss = learn.loss_func(learn.preds, learn.batch[1])
+    Learner(make_model(), make_dls(), F.mse_loss, cbs=Eval()).fit(1, train=False)
+
+def test_lr_finder_stops_on_nan_loss():
+    class NaNAt(Callback):
+        order = -1   # before the finder sees the loss
+        def after_loss(self, learn):
+            if learn.iter == 2: learn.loss = learn.loss * float('nan')
+    dls = make_dls(n_train=40)   # 10 batches an epoch
+    finder = LRFinderCB(gamma=1.1, max_mult=1e9)
+    TrainLearner(make_model(), dls, F.mse_loss, cbs=NaNAt()).fit(3, cbs=finder, lr=1e-4)
+    assert len(finder.losses) == 3 and math.isnan(finder.losses[-1])
+    assert not any(math.isnan(l) for l in finder.losses[:-1])
+
+def test_lr_finder_stops_when_loss_explodes_and_grows_lr_exponentially():
+    learn = TrainLearner(make_model(), make_dls(n_train=400, bs=8), F.mse_loss)
+    finder = LRFinderCB(gamma=1.5, max_mult=3)
+    learn.fit(10, cbs=finder, lr=1e-4)
+    assert finder.losses[-1] > 3 * min(finder.losses)   # stopped because of the explosion ...
+    assert len(finder.lrs) < 10 * 50                    # ... long before the epochs ran out
+    for a, b in zip(finder.lrs, finder.lrs[1:]): assert b == pytest.approx(a * 1.5)
+    assert learn.cbs == []
+
+def test_lr_find_method_leaves_no_callback():
+    learn = TrainLearner(make_model(), make_dls(n_train=400, bs=8), F.mse_loss)
+    learn.lr_find(gamma=2)
+    assert learn.cbs == []
+
+def test_batch_scheduler_steps_only_while_training():
+    dls = make_dls(n_train=12, n_valid=8)   # 3 training batches, 2 validation batches
+    rec = RecorderCB(lr=lambda cb: cb.pg['lr'])
+    sched = partial(lr_scheduler.StepLR, step_size=1, gamma=0.5)
+    TrainLearner(make_model(), dls, F.mse_loss, lr=1.).fit(2, cbs=[BatchSchedCB(sched), rec])
+    assert rec.recs['lr'] == [0.5 ** i for i in range(6)]   # the rate each training batch used
+
+def test_epoch_scheduler():
+    rec = RecorderCB(lr=lambda cb: cb.pg['lr'])
+    sched = partial(lr_scheduler.StepLR, step_size=1, gamma=0.1)
+    TrainLearner(make_model(), make_dls(), F.mse_loss, lr=1.).fit(3, cbs=[rec, EpochSchedCB(sched)])
+    assert rec.recs['lr'] == pytest.approx([1., 1., .1, .1, .01, .01])
+
+def test_momentum_learner_is_sgd_with_momentum():
+    m1, m2 = make_model(), make_model()
+    MomentumLearner(m1, make_dls(), F.mse_loss, lr=0.05, mom=0.8).fit(2)
+    TrainLearner(m2, make_dls(), F.mse_loss, lr=0.05, opt_func=partial(optim.SGD, momentum=0.8)).fit(2)
+    for a, b in zip(m1.parameters(), m2.parameters()): torch.testing.assert_close(a, b)
+
+def test_to_cpu():
+    x = {'a': [torch.ones(2, dtype=torch.float16, requires_grad=False)], 'b': (torch.zeros(1, requires_grad=True), 3)}
+    res = to_cpu(x)
+    assert res['a'][0].dtype == torch.float32 and not res['b'][0].requires_grad and res['b'][1] == 3
+    assert isinstance(res['b'], tuple) and isinstance(res['a'], list)
+
+
+# --- ProgressCB without Jupyter -------------------------------------------------------------------------------------
+
+def test_progress_table_with_non_string_values(capsys):
+    cb = ProgressCB()
+    cb.before_fit(SimpleNamespace(epochs=range(1)))
+    cb._log({'loss': 0.5, 'epoch': 3, 'note': None, 't': torch.tensor(2.)})
+    cb._log({'loss': 1, 'epoch': 10, 'note': 'x', 't': 7})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ['loss', 'epoch', 'note', 't']
+    assert lines[1].split() == ['0.5', '3', 'None', 'tensor(2.)']
+    assert lines[2].split() == ['1', '10', 'x', '7']
+    assert lines[1].index('3') == lines[0].index('epoch')   # columns line up
+
+def test_progress_with_console_bars(monkeypatch, capsys):
+    # As in a terminal: fastprogress's console bars plus our table rows, some values not strings.
+    monkeypatch.setattr(learner_mod, '_show_bars', lambda: True)
+    x = torch.randn(32, 3); y = (x[:, 0] > 0).long()
+    dls = SimpleNamespace(train=DataLoader(TensorDataset(x, y), 8), valid=DataLoader(TensorDataset(x, y), 16))
+    learn = TrainLearner(nn.Linear(3, 2), dls, F.cross_entropy, cbs=[MetricsCB(MulticlassAccuracy()), ProgressCB(plot=True)])
+    learn.fit(2)
+    out = capsys.readouterr().out
+    rows = [l.split('\r')[-1].split() for l in out.split('\n') if l.strip()]
+    assert rows[0] == ['MulticlassAccuracy', 'loss', 'epoch', 'train']
+    assert [r[2:] for r in rows[1:]] == [['0', 'train'], ['0', 'eval'], ['1', 'train'], ['1', 'eval']]
+
+SCRIPT = textwrap.dedent('''
+    import torch, torch.nn.functional as F
+    from types import SimpleNamespace
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+    from torcheval.metrics import MulticlassAccuracy
+    from miniai.learner import *
+    torch.manual_seed(0)
+    x = torch.randn(64, 3); y = (x[:, 0] > 0).long()
+    dls = SimpleNamespace(train=DataLoader(TensorDataset(x, y), 8), valid=DataLoader(TensorDataset(x, y), 16))
+    learn = TrainLearner(nn.Linear(3, 2), dls, F.cross_entropy, lr=0.5,
+                         cbs=[DeviceCB('cpu'), MetricsCB(MulticlassAccuracy()), ProgressCB(plot=True)])
+    learn.fit(3)
+''')
+
+def test_progress_in_plain_python_prints_plain_lines():
+    "Run in a separate interpreter with stdout to a pipe, as in a log file or CI: only plain table lines."
+    res = subprocess.run([sys.executable, '-c', SCRIPT], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, 'MPLBACKEND': 'Agg'})
+    assert res.returncode == 0, res.stderr
+    assert '\r' not in res.stdout
+    lines = res.stdout.splitlines()
+    assert len(lines) == 7 and lines[0].split() == ['MulticlassAccuracy', 'loss', 'epoch', 'train']
+    for i, line in enumerate(lines[1:]):
+        acc, loss, ep, kind = line.split()
+        assert 0 <= float(acc) <= 1 and float(loss) > 0 and int(ep) == i // 2 and kind == ('train', 'eval')[i % 2]
