@@ -7,7 +7,7 @@ __all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException',
            'TrainCB', 'TrainLearner', 'DeviceCB', 'to_cpu', 'MetricsCB', 'ProgressCB', 'SingleBatchCB',
            'MomentumLearner', 'LRFinderCB', 'lr_find', 'RecorderCB', 'BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB']
 
-# %% ../nbs/09_learner.ipynb #170d0a88
+# %% ../nbs/09_learner.ipynb #836ed785
 import math, sys, time
 from collections.abc import Mapping
 from functools import wraps
@@ -24,7 +24,7 @@ from fastprogress.core import IN_NOTEBOOK
 
 from .conv import def_device, to_device
 
-# %% ../nbs/09_learner.ipynb #d315873d
+# %% ../nbs/09_learner.ipynb #865a5bdf
 class CancelFitException(Exception):
     "Raise in a callback to end the whole fit: `after_fit` is skipped, `cleanup_fit` still runs, and no error escapes."
 
@@ -34,7 +34,7 @@ class CancelEpochException(Exception):
 class CancelBatchException(Exception):
     "Raise in a callback to skip the rest of the current batch; the epoch goes on with the next batch."
 
-# %% ../nbs/09_learner.ipynb #01b949fa
+# %% ../nbs/09_learner.ipynb #755bea28
 class Callback:
     "Base class for callbacks: define methods named after events (`before_fit`, `after_batch`, ...), each taking the learner. Lower `order` runs first."
     order = 0
@@ -47,7 +47,7 @@ def run_cbs(cbs, method_nm, learn=None):
         method = getattr(cb, method_nm, None)
         if method is not None: method(learn)
 
-# %% ../nbs/09_learner.ipynb #b052f1ef
+# %% ../nbs/09_learner.ipynb #ba1878b4
 _cancel_exceptions = {'fit': CancelFitException, 'epoch': CancelEpochException, 'batch': CancelBatchException}
 
 class with_cbs:
@@ -66,7 +66,7 @@ class with_cbs:
             finally: learn.callback(cleanup)
         return _f
 
-# %% ../nbs/09_learner.ipynb #123c2c20
+# %% ../nbs/09_learner.ipynb #01ce4988
 _train_steps = ('predict', 'get_loss', 'backward', 'step', 'zero_grad')
 
 def _n_batches(dl):
@@ -157,7 +157,7 @@ class Learner:
             self.callback('after_step')
             self.zero_grad()
 
-# %% ../nbs/09_learner.ipynb #24f1979f
+# %% ../nbs/09_learner.ipynb #3f01ed38
 class TrainCB(Callback):
     "The training steps as a callback: the first `n_inp` elements of a batch go to the model, the rest to the loss."
     def __init__(self, n_inp=1): self.n_inp = n_inp
@@ -167,7 +167,7 @@ class TrainCB(Callback):
     def step(self, learn): learn.opt.step()
     def zero_grad(self, learn): learn.opt.zero_grad()
 
-# %% ../nbs/09_learner.ipynb #72754a13
+# %% ../nbs/09_learner.ipynb #9283c155
 class TrainLearner(Learner):
     "A `Learner` with the usual training steps as methods: `model(batch[0])`, `loss_func(preds, batch[1])`, backward, step, zero_grad."
     def predict(self): self.preds = self.model(self.batch[0])
@@ -176,7 +176,7 @@ class TrainLearner(Learner):
     def step(self): self.opt.step()
     def zero_grad(self): self.opt.zero_grad()
 
-# %% ../nbs/09_learner.ipynb #7e0eae84
+# %% ../nbs/09_learner.ipynb #69e6c63b
 class DeviceCB(Callback):
     "Put the model on `device` when the fit starts and each batch before it is used."
     order = -10   # first, so that other callbacks see the batch on the device
@@ -185,7 +185,7 @@ class DeviceCB(Callback):
         if hasattr(learn.model, 'to'): learn.model.to(self.device)
     def before_batch(self, learn): learn.batch = to_device(learn.batch, device=self.device)
 
-# %% ../nbs/09_learner.ipynb #d0e52469
+# %% ../nbs/09_learner.ipynb #791c0404
 def to_cpu(x):
     "Detach `x` and move it to the CPU, through mappings, lists and tuples; half-precision floats become float32."
     if isinstance(x, Mapping): return {k: to_cpu(v) for k, v in x.items()}
@@ -195,7 +195,7 @@ def to_cpu(x):
     res = x.detach().cpu()
     return res.float() if res.dtype in (torch.float16, torch.bfloat16) else res
 
-# %% ../nbs/09_learner.ipynb #d69e13b3
+# %% ../nbs/09_learner.ipynb #64a76bed
 class MetricsCB(Callback):
     "Compute torcheval metrics `ms` (named by class) and `metrics` (named by keyword) plus the mean loss (weighted by batch size) each epoch, and log them."
     def __init__(self, *ms, **metrics):
@@ -221,7 +221,7 @@ class MetricsCB(Callback):
         log['train'] = 'train' if learn.training else 'eval'
         self._log(log)
 
-# %% ../nbs/09_learner.ipynb #3c5247fb
+# %% ../nbs/09_learner.ipynb #b4a047b6
 def _show_bars():
     "Progress bars belong in Jupyter or a terminal; in a pipe or a log file they are only noise."
     return IN_NOTEBOOK or getattr(sys.stdout, 'isatty', lambda: False)()
@@ -277,13 +277,13 @@ class ProgressCB(Callback):
             for (x, y), label in zip(self._graphs(), ('train', 'valid')): ax.plot(x, y, label=label)
             ax.set_xlabel('training batch'); ax.set_ylabel('loss'); ax.legend()
 
-# %% ../nbs/09_learner.ipynb #bc27b5b5
+# %% ../nbs/09_learner.ipynb #a63bf301
 class SingleBatchCB(Callback):
     "End the fit after the first batch: a quick check that everything runs."
     order = 1
     def after_batch(self, learn): raise CancelFitException()
 
-# %% ../nbs/09_learner.ipynb #a2ece4ac
+# %% ../nbs/09_learner.ipynb #baa89373
 class MomentumLearner(TrainLearner):
     "A `TrainLearner` with momentum: after each step the gradients are multiplied by `mom` instead of zeroed, so every step uses a decaying sum of past gradients."
     def __init__(self, model, dls=(0,), loss_func=F.mse_loss, lr=0.1, cbs=None, opt_func=optim.SGD, mom=0.85):
@@ -295,7 +295,7 @@ class MomentumLearner(TrainLearner):
             for p in self.model.parameters():
                 if p.grad is not None: p.grad *= self.mom
 
-# %% ../nbs/09_learner.ipynb #179187d6
+# %% ../nbs/09_learner.ipynb #c9d89b48
 class LRFinderCB(Callback):
     "Multiply the learning rate by `gamma` after every training batch, recording it and the loss; stop when the loss is NaN or above `max_mult` times its minimum. Plots loss against learning rate."
     def __init__(self, gamma=1.3, max_mult=3): fc.store_attr()
@@ -321,13 +321,13 @@ class LRFinderCB(Callback):
         ax.plot(self.lrs, self.losses)
         ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss')
 
-# %% ../nbs/09_learner.ipynb #6d3684b9
+# %% ../nbs/09_learner.ipynb #b1b7d380
 @fc.patch
 def lr_find(self:Learner, gamma=1.3, max_mult=3, start_lr=1e-5, max_epochs=10):
     "Train from `start_lr`, multiplying the learning rate by `gamma` each batch until the loss explodes, and plot loss against learning rate."
     self.fit(max_epochs, lr=start_lr, cbs=LRFinderCB(gamma=gamma, max_mult=max_mult))
 
-# %% ../nbs/09_learner.ipynb #1a611f5e
+# %% ../nbs/09_learner.ipynb #410ec39a
 class RecorderCB(Callback):
     "After each training batch record `name=f(self)` for each keyword, e.g. `lr=lambda cb: cb.pg['lr']`; `plot()` draws each record."
     def __init__(self, **fns): self.fns = fns
@@ -342,7 +342,7 @@ class RecorderCB(Callback):
         for ax, (name, vals) in zip(axs.flat, self.recs.items()):
             ax.plot(vals); ax.set_title(name); ax.set_xlabel('training batch')
 
-# %% ../nbs/09_learner.ipynb #05ea5cbe
+# %% ../nbs/09_learner.ipynb #8cc4b0f1
 class BaseSchedCB(Callback):
     "Create the scheduler `sched(learn.opt)` when the fit starts; `_step` advances it, only while training."
     order = RecorderCB.order + 1   # step after the recorders have read the learning rate the batch used

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['accuracy', 'report', 'Dataset', 'fit', 'get_dls']
 
-# %% ../nbs/04_minibatch_training.ipynb #1cc13b85
+# %% ../nbs/04_minibatch_training.ipynb #f35433b3
 import torch
 from torch.utils.data import DataLoader
 
-# %% ../nbs/04_minibatch_training.ipynb #7fe5e3b2
+# %% ../nbs/04_minibatch_training.ipynb #d8f58150
 def accuracy(out, yb):
     "Fraction of the rows of `out` whose highest-scoring class is the target in `yb`."
     return (out.argmax(dim=1) == yb).float().mean()
@@ -18,7 +18,7 @@ def report(loss, preds, yb):
     "Print `loss` and the `accuracy` of `preds` against `yb`, to two decimals."
     print(f'loss {loss:.2f}, accuracy {accuracy(preds, yb):.2f}')
 
-# %% ../nbs/04_minibatch_training.ipynb #4f5a3bdf
+# %% ../nbs/04_minibatch_training.ipynb #ad18385b
 class Dataset:
     "Inputs `x` and targets `y` indexed together: `ds[i]` is `(x[i], y[i])` for an index, a slice or a list of indices."
     def __init__(self, x, y):
@@ -28,7 +28,7 @@ class Dataset:
     def __len__(self): return len(self.x)
     def __getitem__(self, i): return self.x[i], self.y[i]
 
-# %% ../nbs/04_minibatch_training.ipynb #c9cf1f17
+# %% ../nbs/04_minibatch_training.ipynb #906a97cb
 def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
     "Train `model` for `epochs` epochs, printing and returning the last epoch's validation (loss, accuracy) as floats."
     if epochs < 1: raise ValueError(f"fit: epochs must be at least 1, got {epochs}.")
@@ -56,7 +56,7 @@ def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
         print(f'epoch {epoch}: valid loss {tot_loss/count:.3f}, valid accuracy {tot_acc/count:.3f}')
     return tot_loss/count, tot_acc/count
 
-# %% ../nbs/04_minibatch_training.ipynb #068a7a48
+# %% ../nbs/04_minibatch_training.ipynb #dc9771fd
 def get_dls(train_ds, valid_ds, bs, **kwargs):
     "A shuffled training `DataLoader` with batch size `bs` and an ordered validation one with `bs*2`."
     return (DataLoader(train_ds, batch_size=bs, shuffle=True, **kwargs),

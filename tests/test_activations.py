@@ -153,7 +153,7 @@ def test_append_stats_default_range_and_bins():
     with Hook(r, append_stats) as h: r(x)
     hist = h.stats[2][0]
     assert hist.shape == (40,) and h.hist_range == (0, 10)
-    assert hist[0] == 3 and hist[1] == 1 and hist[-1] == 1 and hist.sum() == 5   # 20 is outside the range
+    assert hist[0] == 3 and hist[1] == 1 and hist[-1] == 2 and hist.sum() == 6   # 20 is beyond it: last bin
     with Hook(r, partial(append_stats, bins=10)) as h: r(x)
     assert h.stats[2][0].shape == (10,)
 
