@@ -7,7 +7,7 @@ __all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException',
            'TrainCB', 'TrainLearner', 'DeviceCB', 'to_cpu', 'MetricsCB', 'ProgressCB', 'SingleBatchCB',
            'MomentumLearner', 'LRFinderCB', 'lr_find', 'RecorderCB', 'BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB']
 
-# %% ../nbs/09_learner.ipynb #836ed785
+# %% ../nbs/09_learner.ipynb #0b30a1ab
 import math, sys, time
 from collections.abc import Mapping
 from functools import wraps
@@ -24,7 +24,7 @@ from fastprogress.core import IN_NOTEBOOK
 
 from .conv import def_device, to_device
 
-# %% ../nbs/09_learner.ipynb #865a5bdf
+# %% ../nbs/09_learner.ipynb #920b9a3c
 class CancelFitException(Exception):
     "Raise in a callback to end the whole fit: `after_fit` is skipped, `cleanup_fit` still runs, and no error escapes."
 
@@ -34,7 +34,7 @@ class CancelEpochException(Exception):
 class CancelBatchException(Exception):
     "Raise in a callback to skip the rest of the current batch; the epoch goes on with the next batch."
 
-# %% ../nbs/09_learner.ipynb #755bea28
+# %% ../nbs/09_learner.ipynb #0199d408
 class Callback:
     "Base class for callbacks: define methods named after events (`before_fit`, `after_batch`, ...), each taking the learner. Lower `order` runs first."
     order = 0
@@ -47,7 +47,7 @@ def run_cbs(cbs, method_nm, learn=None):
         method = getattr(cb, method_nm, None)
         if method is not None: method(learn)
 
-# %% ../nbs/09_learner.ipynb #ba1878b4
+# %% ../nbs/09_learner.ipynb #6cd195a9
 _cancel_exceptions = {'fit': CancelFitException, 'epoch': CancelEpochException, 'batch': CancelBatchException}
 
 class with_cbs:
@@ -66,7 +66,7 @@ class with_cbs:
             finally: learn.callback(cleanup)
         return _f
 
-# %% ../nbs/09_learner.ipynb #01ce4988
+# %% ../nbs/09_learner.ipynb #2d05a575
 _train_steps = ('predict', 'get_loss', 'backward', 'step', 'zero_grad')
 
 def _n_batches(dl):
@@ -157,7 +157,7 @@ class Learner:
             self.callback('after_step')
             self.zero_grad()
 
-# %% ../nbs/09_learner.ipynb #3f01ed38
+# %% ../nbs/09_learner.ipynb #29de37c5
 class TrainCB(Callback):
     "The training steps as a callback: the first `n_inp` elements of a batch go to the model, the rest to the loss."
     def __init__(self, n_inp=1): self.n_inp = n_inp
@@ -167,7 +167,7 @@ class TrainCB(Callback):
     def step(self, learn): learn.opt.step()
     def zero_grad(self, learn): learn.opt.zero_grad()
 
-# %% ../nbs/09_learner.ipynb #9283c155
+# %% ../nbs/09_learner.ipynb #2dd61bfc
 class TrainLearner(Learner):
     "A `Learner` with the usual training steps as methods: `model(batch[0])`, `loss_func(preds, batch[1])`, backward, step, zero_grad."
     def predict(self): self.preds = self.model(self.batch[0])
@@ -176,7 +176,7 @@ class TrainLearner(Learner):
     def step(self): self.opt.step()
     def zero_grad(self): self.opt.zero_grad()
 
-# %% ../nbs/09_learner.ipynb #69e6c63b
+# %% ../nbs/09_learner.ipynb #c4cb36f8
 class DeviceCB(Callback):
     "Put the model on `device` when the fit starts and each batch before it is used."
     order = -10   # first, so that other callbacks see the batch on the device
@@ -185,7 +185,7 @@ class DeviceCB(Callback):
         if hasattr(learn.model, 'to'): learn.model.to(self.device)
     def before_batch(self, learn): learn.batch = to_device(learn.batch, device=self.device)
 
-# %% ../nbs/09_learner.ipynb #791c0404
+# %% ../nbs/09_learner.ipynb #ba396fad
 def to_cpu(x):
     "Detach `x` and move it to the CPU, through mappings, lists and tuples; half-precision floats become float32."
     if isinstance(x, Mapping): return {k: to_cpu(v) for k, v in x.items()}
@@ -195,7 +195,7 @@ def to_cpu(x):
     res = x.detach().cpu()
     return res.float() if res.dtype in (torch.float16, torch.bfloat16) else res
 
-# %% ../nbs/09_learner.ipynb #64a76bed
+# %% ../nbs/09_learner.ipynb #bdcebfc5
 class MetricsCB(Callback):
     "Compute torcheval metrics `ms` (named by class) and `metrics` (named by keyword) plus the mean loss (weighted by batch size) each epoch, and log them."
     def __init__(self, *ms, **metrics):
@@ -209,11 +209,21 @@ class MetricsCB(Callback):
     def before_epoch(self, learn):
         for m in self.all_metrics.values(): m.reset()
 
+    def after_loss(self, learn):
+        # The loss comes to the CPU here anyway, so checking it costs nothing; checking before `backward` and `step`
+        # means a NaN or infinite loss never reaches the weights.
+        self.batch_loss = to_cpu(learn.loss)
+        if learn.training and not torch.isfinite(self.batch_loss).all():
+            raise FloatingPointError(
+                f"The training loss is {self.batch_loss.item()} at epoch {learn.epoch}, batch {learn.iter}. The learning rate "
+                f"is probably too high (try `learn.lr_find()`), or the inputs are not normalised. The weights are those "
+                f"from before this batch: the model can still be used.")
+
     def after_batch(self, learn):
         # Metrics are updated on the CPU: the only device->CPU copies per batch are the ones the metrics need.
         preds, targs = to_cpu(learn.preds), to_cpu(learn.batch[1])
         for m in self.metrics.values(): m.update(preds, targs)
-        self.loss.update(to_cpu(learn.loss), weight=len(targs))
+        self.loss.update(self.batch_loss, weight=len(targs))
 
     def after_epoch(self, learn):
         log = {name: f'{m.compute().item():.3f}' for name, m in self.all_metrics.items()}
@@ -221,7 +231,7 @@ class MetricsCB(Callback):
         log['train'] = 'train' if learn.training else 'eval'
         self._log(log)
 
-# %% ../nbs/09_learner.ipynb #b4a047b6
+# %% ../nbs/09_learner.ipynb #569967ee
 def _show_bars():
     "Progress bars belong in Jupyter or a terminal; in a pipe or a log file they are only noise."
     return IN_NOTEBOOK or getattr(sys.stdout, 'isatty', lambda: False)()
@@ -277,13 +287,13 @@ class ProgressCB(Callback):
             for (x, y), label in zip(self._graphs(), ('train', 'valid')): ax.plot(x, y, label=label)
             ax.set_xlabel('training batch'); ax.set_ylabel('loss'); ax.legend()
 
-# %% ../nbs/09_learner.ipynb #a63bf301
+# %% ../nbs/09_learner.ipynb #dcfb6cb2
 class SingleBatchCB(Callback):
     "End the fit after the first batch: a quick check that everything runs."
     order = 1
     def after_batch(self, learn): raise CancelFitException()
 
-# %% ../nbs/09_learner.ipynb #baa89373
+# %% ../nbs/09_learner.ipynb #33076851
 class MomentumLearner(TrainLearner):
     "A `TrainLearner` with momentum: after each step the gradients are multiplied by `mom` instead of zeroed, so every step uses a decaying sum of past gradients."
     def __init__(self, model, dls=(0,), loss_func=F.mse_loss, lr=0.1, cbs=None, opt_func=optim.SGD, mom=0.85):
@@ -295,9 +305,10 @@ class MomentumLearner(TrainLearner):
             for p in self.model.parameters():
                 if p.grad is not None: p.grad *= self.mom
 
-# %% ../nbs/09_learner.ipynb #c9d89b48
+# %% ../nbs/09_learner.ipynb #ae4e347f
 class LRFinderCB(Callback):
     "Multiply the learning rate by `gamma` after every training batch, recording it and the loss; stop when the loss is NaN or above `max_mult` times its minimum. Plots loss against learning rate."
+    order = MetricsCB.order - 1   # see the loss before `MetricsCB`, which treats a NaN loss as an error
     def __init__(self, gamma=1.3, max_mult=3): fc.store_attr()
 
     def before_fit(self, learn):
@@ -307,13 +318,15 @@ class LRFinderCB(Callback):
     def before_epoch(self, learn):
         if not learn.training: raise CancelEpochException()   # validation tells us nothing here
 
-    def after_batch(self, learn):
+    def after_loss(self, learn):
+        # Judged before `backward` and `step`: a diverged loss ends the search without touching the weights.
         loss = learn.loss.item()
         self.lrs.append(learn.opt.param_groups[0]['lr'])
         self.losses.append(loss)
         self.min = min(self.min, loss)
         if math.isnan(loss) or loss > self.max_mult * self.min: raise CancelFitException()
-        self.sched.step()
+
+    def after_batch(self, learn): self.sched.step()
 
     def cleanup_fit(self, learn):
         if not self.lrs: return
@@ -321,13 +334,13 @@ class LRFinderCB(Callback):
         ax.plot(self.lrs, self.losses)
         ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss')
 
-# %% ../nbs/09_learner.ipynb #b1b7d380
+# %% ../nbs/09_learner.ipynb #a9c4944e
 @fc.patch
 def lr_find(self:Learner, gamma=1.3, max_mult=3, start_lr=1e-5, max_epochs=10):
     "Train from `start_lr`, multiplying the learning rate by `gamma` each batch until the loss explodes, and plot loss against learning rate."
     self.fit(max_epochs, lr=start_lr, cbs=LRFinderCB(gamma=gamma, max_mult=max_mult))
 
-# %% ../nbs/09_learner.ipynb #410ec39a
+# %% ../nbs/09_learner.ipynb #72fd5ec9
 class RecorderCB(Callback):
     "After each training batch record `name=f(self)` for each keyword, e.g. `lr=lambda cb: cb.pg['lr']`; `plot()` draws each record."
     def __init__(self, **fns): self.fns = fns
@@ -342,7 +355,7 @@ class RecorderCB(Callback):
         for ax, (name, vals) in zip(axs.flat, self.recs.items()):
             ax.plot(vals); ax.set_title(name); ax.set_xlabel('training batch')
 
-# %% ../nbs/09_learner.ipynb #8cc4b0f1
+# %% ../nbs/09_learner.ipynb #b7ea5911
 class BaseSchedCB(Callback):
     "Create the scheduler `sched(learn.opt)` when the fit starts; `_step` advances it, only while training."
     order = RecorderCB.order + 1   # step after the recorders have read the learning rate the batch used

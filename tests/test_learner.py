@@ -189,7 +189,7 @@ def test_missing_dls_and_missing_training_steps():
 
 def test_lr_finder_stops_on_nan_loss():
     class NaNAt(Callback):
-        order = -1   # before the finder sees the loss
+        order = LRFinderCB.order - 1   # before the finder sees the loss
         def after_loss(self, learn):
             if learn.iter == 2: learn.loss = learn.loss * float('nan')
     dls = make_dls(n_train=40)   # 10 batches an epoch
@@ -289,3 +289,27 @@ def test_progress_in_plain_python_prints_plain_lines():
     for i, line in enumerate(lines[1:]):
         acc, loss, ep, kind = line.split()
         assert 0 <= float(acc) <= 1 and float(loss) > 0 and int(ep) == i // 2 and kind == ('train', 'eval')[i % 2]
+
+def test_nan_training_loss_is_a_clear_error_and_keeps_the_weights():
+    class NaNAt(Callback):
+        order = -5   # make the loss NaN before MetricsCB looks at it
+        def after_loss(self, learn):
+            if learn.training and learn.iter == 2: learn.loss = learn.loss * float('nan')
+    model = make_model()
+    learn = TrainLearner(model, make_dls(n_train=40), F.mse_loss, cbs=[NaNAt(), MetricsCB()])
+    weights = {}
+    class Snapshot(Callback):
+        def before_batch(self, learn): weights['before'] = [p.detach().clone() for p in learn.model.parameters()]
+    with pytest.raises(FloatingPointError, match='lr_find'): learn.fit(1, cbs=Snapshot())
+    assert learn.iter == 2
+    for p, p0 in zip(model.parameters(), weights['before']): assert torch.equal(p, p0)   # the NaN step never happened
+    assert learn.cbs[0].__class__.__name__ == 'NaNAt' and len(learn.cbs) == 2             # fit-only callback removed
+
+def test_lr_finder_with_metrics_stops_quietly_on_nan():
+    class NaNAt(Callback):
+        order = LRFinderCB.order - 1
+        def after_loss(self, learn):
+            if learn.iter == 3: learn.loss = learn.loss * float('nan')
+    finder = LRFinderCB(gamma=1.1, max_mult=1e9)
+    TrainLearner(make_model(), make_dls(n_train=40), F.mse_loss, cbs=[NaNAt(), MetricsCB()]).fit(2, cbs=finder, lr=1e-4)
+    assert len(finder.losses) == 4 and math.isnan(finder.losses[-1])
