@@ -134,20 +134,14 @@ def test_fit_uses_train_and_eval_modes_and_no_grad_for_validation():
     assert not model.training
 
 
-def test_fit_empty_valid_dataloader_is_a_clear_error():
-    train_dl = DataLoader(_synthetic(32, 1), batch_size=8)
+@pytest.mark.parametrize('empty', ['train', 'valid'])
+def test_fit_empty_dataloader_is_a_clear_error(empty):
+    full_dl = DataLoader(_synthetic(32, 1), batch_size=8)
     empty_dl = DataLoader(Dataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)), batch_size=8)
+    train_dl, valid_dl = (empty_dl, full_dl) if empty == 'train' else (full_dl, empty_dl)
     model = nn.Linear(2, 2)
-    with pytest.raises(ValueError, match='valid DataLoader yielded no batches'):
-        fit(1, model, F.cross_entropy, optim.SGD(model.parameters(), lr=0.1), train_dl, empty_dl)
-
-
-def test_fit_empty_train_dataloader_is_a_clear_error():
-    valid_dl = DataLoader(_synthetic(32, 1), batch_size=8)
-    empty_dl = DataLoader(Dataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)), batch_size=8)
-    model = nn.Linear(2, 2)
-    with pytest.raises(ValueError, match='train DataLoader yielded no batches'):
-        fit(1, model, F.cross_entropy, optim.SGD(model.parameters(), lr=0.1), empty_dl, valid_dl)
+    with pytest.raises(ValueError, match=f'{empty} DataLoader yielded no batches'):
+        fit(1, model, F.cross_entropy, optim.SGD(model.parameters(), lr=0.1), train_dl, valid_dl)
 
 
 def test_fit_needs_at_least_one_epoch():
