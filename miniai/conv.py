@@ -4,43 +4,34 @@
 
 # %% ../nbs/07_convolutions.ipynb #c5346a1e
 from __future__ import annotations
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.utils.data import default_collate
 
 # %% auto #0
-__all__ = ['def_device', 'conv', 'get_device', 'to_device', 'collate_device']
+__all__ = ['conv', 'collate_device', 'get_device', 'def_device', 'to_device']
 
 # %% ../nbs/07_convolutions.ipynb #104e23ed
-def conv(ni, nf, ks=3, stride=2, act=True):
-    "A `ks`x`ks` convolution from `ni` to `nf` channels with `ks//2` padding, followed by a ReLU if `act`."
-    res = nn.Conv2d(ni, nf, kernel_size=ks, stride=stride, padding=ks//2)
-    if act: res = nn.Sequential(res, nn.ReLU())
-    return res
+def _cancels_bias(layer) -> bool:
+    "Whether `layer` subtracts each channel's mean over the batch, which makes a bias just before it pointless."
+    return isinstance(layer, nn.modules.batchnorm._BatchNorm) or getattr(layer, 'cancels_bias', False)
 
-# %% ../nbs/07_convolutions.ipynb #2bcaffb3
-def get_device() -> str:
-    "The best device PyTorch can use here: 'mps' (Apple GPU) if available, else 'cuda', else 'cpu'."
-    if torch.backends.mps.is_available(): return 'mps'
-    if torch.cuda.is_available(): return 'cuda'
-    return 'cpu'
+def conv(ni, nf, ks=3, stride=2, act=nn.ReLU, norm=None, bias=None):
+    "A `ks`x`ks` convolution from `ni` to `nf` channels with `ks//2` padding, then `norm(nf)` and `act()` if given."
+    if act is True: act = nn.ReLU          # lesson 15 switches the ReLU with True/False
+    norm_layer = norm(nf) if norm else None
+    if bias is None: bias = not (norm_layer is not None and _cancels_bias(norm_layer))
+    layers = [nn.Conv2d(ni, nf, kernel_size=ks, stride=stride, padding=ks//2, bias=bias)]
+    if norm_layer is not None: layers.append(norm_layer)
+    if act: layers.append(act())
+    return nn.Sequential(*layers)
 
-def_device = get_device()
+# %% ../nbs/07_convolutions.ipynb #515a345c
+from .core import get_device, def_device, to_device
+_all_ = ['get_device', 'def_device', 'to_device']
 
-# %% ../nbs/07_convolutions.ipynb #3feb793e
-def to_device(x, device=def_device):
-    "Move `x` to `device`: tensors are moved; mappings, lists and tuples are rebuilt with their contents moved; anything else is returned unchanged."
-    if isinstance(x, torch.Tensor): return x.to(device)
-    if isinstance(x, Mapping):
-        moved = {k: to_device(v, device) for k,v in x.items()}
-        try: return type(x)(moved)
-        except TypeError: return moved   # a mapping type that can't be built from a dict
-    if isinstance(x, tuple) and hasattr(x, '_fields'): return type(x)(*(to_device(o, device) for o in x))  # namedtuple
-    if isinstance(x, (list, tuple)): return type(x)(to_device(o, device) for o in x)
-    return x
-
+# %% ../nbs/07_convolutions.ipynb #184c212b
 def collate_device(b):
     "Collate the items of a batch with `default_collate`, then move the batch to `def_device`."
     return to_device(default_collate(b))

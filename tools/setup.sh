@@ -8,7 +8,7 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 # Fashion-MNIST comes from Debian's package: no Hugging Face hub needed.
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   $SUDO apt-get update -qq
-  $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 fi
 
 # torch first and pinned, so no later requirement makes pip fetch a multi-GB CUDA build.
