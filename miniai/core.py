@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from fastcore.meta import delegates
 
 # %% auto #0
-__all__ = ['nbdev_test_threads', 'def_device', 'get_device', 'to_device']
+__all__ = ['nbdev_test_threads', 'def_device', 'get_device', 'to_device', 'identity', 'to_cpu']
 
 # %% ../nbs/01_core.ipynb #492422d3
 def nbdev_test_threads() -> int|None:
@@ -44,3 +44,19 @@ def to_device(x, device=def_device):
     if isinstance(x, tuple) and hasattr(x, '_fields'): return type(x)(*(to_device(o, device) for o in x))  # namedtuple
     if isinstance(x, (list, tuple)): return type(x)(to_device(o, device) for o in x)
     return x
+
+# %% ../nbs/09_learner.ipynb #014cfdc6
+def identity(*args):
+    "Return what it is given: nothing, one argument, or a tuple of several. A do-nothing default for a missing method."
+    if not args: return None
+    return args[0] if len(args) == 1 else args
+
+# %% ../nbs/09_learner.ipynb #ba396fad
+def to_cpu(x):
+    "Detach `x` and move it to the CPU, through mappings, lists and tuples; half-precision floats become float32."
+    if isinstance(x, Mapping): return {k: to_cpu(v) for k, v in x.items()}
+    if isinstance(x, list): return [to_cpu(o) for o in x]
+    if isinstance(x, tuple): return tuple(to_cpu(o) for o in x)
+    if not isinstance(x, torch.Tensor): return x
+    res = x.detach().cpu()
+    return res.float() if res.dtype in (torch.float16, torch.bfloat16) else res

@@ -5,13 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-import miniai.conv as mc
 from miniai.conv import conv, to_device, collate_device, get_device, def_device
-
-
-def test_def_device_is_known():
-    assert def_device in ('mps', 'cuda', 'cpu')
-    assert def_device == get_device()
 
 
 @pytest.mark.parametrize('mps,cuda,expected', [(True, True, 'mps'), (True, False, 'mps'),
@@ -90,10 +84,29 @@ def test_conv_act():
     assert isinstance(layer, nn.Sequential) and [type(m) for m in layer] == [nn.Conv2d, nn.ReLU]
     assert (layer(torch.randn(2, 1, 8, 8)) >= 0).all()
     plain = conv(1, 4, ks=5, stride=1, act=False)
-    assert type(plain) is nn.Conv2d
-    assert plain.kernel_size == (5, 5) and plain.stride == (1, 1) and plain.padding == (2, 2)
+    assert [type(m) for m in plain] == [nn.Conv2d]
+    assert plain[0].kernel_size == (5, 5) and plain[0].stride == (1, 1) and plain[0].padding == (2, 2)
     assert (plain(torch.randn(2, 1, 8, 8)) < 0).any()
+    assert [type(m) for m in conv(1, 4, act=True)] == [nn.Conv2d, nn.ReLU]     # lesson 15's switch
+    assert [type(m) for m in conv(1, 4, act=nn.GELU)] == [nn.Conv2d, nn.GELU]  # lesson 10's activation class
 
 
-def test_module_exports():
-    assert set(mc.__all__) >= {'def_device', 'conv', 'to_device', 'collate_device', 'get_device'}
+class CancelsBias(nn.Module):
+    "A stand-in norm layer that says it subtracts each channel's mean."
+    cancels_bias = True
+    def __init__(self, nf): super().__init__()
+    def forward(self, x): return x - x.mean((0, 2, 3), keepdim=True)
+
+
+@pytest.mark.parametrize('norm,has_bias', [(None, True), (nn.BatchNorm2d, False), (nn.BatchNorm1d, False),
+                                           (CancelsBias, False), (lambda nf: nn.GroupNorm(2, nf), True),
+                                           (nn.InstanceNorm2d, True)])
+def test_conv_bias_follows_the_norm_layer(norm, has_bias):
+    layer = conv(3, 4, norm=norm)
+    assert (layer[0].bias is not None) == has_bias
+    if norm is not None: assert type(layer[1]) is type(norm(4)) and isinstance(layer[2], nn.ReLU)
+
+
+def test_conv_explicit_bias_wins():
+    assert conv(3, 4, norm=nn.BatchNorm2d, bias=True)[0].bias is not None
+    assert conv(3, 4, bias=False)[0].bias is None

@@ -207,9 +207,14 @@ def test_lr_finder_stops_when_loss_explodes_and_grows_lr_exponentially():
     for a, b in zip(finder.lrs, finder.lrs[1:]): assert b == pytest.approx(a * 1.5)
     assert learn.cbs == []
 
-def test_lr_find_method_leaves_no_callback():
-    learn = TrainLearner(make_model(), make_dls(n_train=400, bs=8), F.mse_loss)
-    learn.lr_find(gamma=2)
+def test_lr_find_method_searches_then_leaves_no_callback():
+    model = make_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    learn = TrainLearner(model, make_dls(n_train=400, bs=8), F.mse_loss)
+    learn.lr_find(gamma=2, start_lr=1e-5)
+    assert learn.opt.param_groups[0]['lr'] >= 1e-5 * 2**5   # the rate grew batch by batch ...
+    assert learn.epoch == 0                                  # ... until the loss exploded, within the first epoch
+    assert any(not torch.equal(p, p0) for p, p0 in zip(model.parameters(), before))
     assert learn.cbs == []
 
 def test_batch_scheduler_steps_only_while_training():
@@ -243,11 +248,11 @@ def test_to_cpu():
 def test_progress_table_with_non_string_values(capsys):
     cb = ProgressCB()
     cb.before_fit(SimpleNamespace(epochs=range(1)))
-    cb._log({'loss': 0.5, 'epoch': 3, 'note': None, 't': torch.tensor(2.)})
-    cb._log({'loss': 1, 'epoch': 10, 'note': 'x', 't': 7})
+    cb.write_row({'loss': 0.5, 'epoch': 3, 'note': None, 't': torch.tensor(2.)})
+    cb.write_row({'loss': 1, 'epoch': 10, 'note': 'x', 't': 7})
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ['loss', 'epoch', 'note', 't']
-    assert lines[1].split() == ['0.5', '3', 'None', 'tensor(2.)']
+    assert lines[1].split() == ['0.500', '3', 'None', 'tensor(2.)']   # floats with three decimals
     assert lines[2].split() == ['1', '10', 'x', '7']
     assert lines[1].index('3') == lines[0].index('epoch')   # columns line up
 
@@ -288,7 +293,8 @@ def test_progress_in_plain_python_prints_plain_lines():
     assert len(lines) == 7 and lines[0].split() == ['MulticlassAccuracy', 'loss', 'epoch', 'train']
     for i, line in enumerate(lines[1:]):
         acc, loss, ep, kind = line.split()
-        assert 0 <= float(acc) <= 1 and float(loss) > 0 and int(ep) == i // 2 and kind == ('train', 'eval')[i % 2]
+        assert float(loss) > 0 and int(ep) == i // 2 and kind == ('train', 'eval')[i % 2]
+    assert float(lines[-1].split()[0]) >= 0.9   # the classes are split by the sign of x[:, 0]: a linear model learns it
 
 def test_nan_training_loss_is_a_clear_error_and_keeps_the_weights():
     class NaNAt(Callback):
@@ -313,3 +319,117 @@ def test_lr_finder_with_metrics_stops_quietly_on_nan():
     finder = LRFinderCB(gamma=1.1, max_mult=1e9)
     TrainLearner(make_model(), make_dls(n_train=40), F.mse_loss, cbs=[NaNAt(), MetricsCB()]).fit(2, cbs=finder, lr=1e-4)
     assert len(finder.losses) == 4 and math.isnan(finder.losses[-1])
+
+
+# --- callbacks under the lesson's smaller Learner (fit / epoch / batch events only) ----------------------------------
+
+class LessonLearner:
+    "Lesson 15's Learner: only the fit, epoch and batch events; `__getattr__` finds the training steps on the callbacks."
+    def __init__(self, model, dls, loss_func, lr, cbs, opt_func=optim.SGD):
+        self.model, self.dls, self.loss_func, self.lr, self.cbs, self.opt_func = model, dls, loss_func, lr, cbs, opt_func
+    def __getattr__(self, name):
+        if name in ('predict', 'get_loss', 'backward', 'step', 'zero_grad'): return partial(self.callback, name)
+        raise AttributeError(name)
+    def callback(self, nm): run_cbs(self.cbs, nm, self)
+    def fit(self, n_epochs, lr=None):
+        self.epochs = range(n_epochs)
+        self.opt = self.opt_func(self.model.parameters(), lr or self.lr)
+        self._fit()
+    @with_cbs('fit')
+    def _fit(self):
+        for self.epoch in self.epochs:
+            self.one_epoch(True)
+            with torch.no_grad(): self.one_epoch(False)
+    def one_epoch(self, training):
+        self.model.train(training)
+        self.training, self.dl = training, (self.dls.train if training else self.dls.valid)
+        self._one_epoch()
+    @with_cbs('epoch')
+    def _one_epoch(self):
+        for self.iter, self.batch in enumerate(self.dl): self._one_batch()
+    @with_cbs('batch')
+    def _one_batch(self):
+        self.predict(); self.get_loss()
+        if self.training: self.backward(); self.step(); self.zero_grad()
+
+def classification_dls(n=64, bs=8):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, generator=g); y = (x[:, 0] > 0).long()
+    return SimpleNamespace(train=DataLoader(TensorDataset(x, y), bs), valid=DataLoader(TensorDataset(x, y), 2*bs))
+
+def test_every_callback_works_under_the_lesson_learner(capsys):
+    def run(make):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 2)
+        metrics, rec = MetricsCB(MulticlassAccuracy()), RecorderCB(lr=lambda cb: cb.pg['lr'])
+        sched = BatchSchedCB(partial(lr_scheduler.OneCycleLR, max_lr=0.5, total_steps=16))
+        make(model, [TrainCB(), DeviceCB('cpu'), metrics, ProgressCB(plot=True), sched, rec]).fit(2)
+        return metrics.history, rec.recs['lr'], [p.detach() for p in model.parameters()], capsys.readouterr().out
+    ours = run(lambda m, cbs: Learner(m, classification_dls(), F.cross_entropy, 0.5, cbs))
+    lesson = run(lambda m, cbs: LessonLearner(m, classification_dls(), F.cross_entropy, 0.5, cbs))
+    assert ours[0] == lesson[0] and len(ours[0]) == 4 and ours[0][-1]['MulticlassAccuracy'] > 0.8
+    assert ours[1] == lesson[1] and len(ours[1]) == 16
+    for a, b in zip(ours[2], lesson[2]): assert torch.equal(a, b)
+    assert ours[3] == lesson[3] and ours[3].splitlines()[0].split() == ['MulticlassAccuracy', 'loss', 'epoch', 'train']
+
+def test_nan_guard_and_lr_finder_under_the_lesson_learner():
+    class NaNAt(Callback):
+        order = -5
+        def after_predict(self, learn): pass
+        def after_batch(self, learn):
+            if learn.training and learn.iter == 2: learn.loss = learn.loss * float('nan')
+    learn = LessonLearner(make_model(), make_dls(n_train=40), F.mse_loss, 0.01, [TrainCB(), NaNAt(), MetricsCB()])
+    with pytest.raises(FloatingPointError, match='batch 2'): learn.fit(1)
+    finder = LRFinderCB(gamma=2)
+    LessonLearner(make_model(), make_dls(n_train=800, bs=8), F.mse_loss, 1e-5, [TrainCB(), finder]).fit(5)
+    assert finder.losses[-1] > 3 * min(finder.losses) and finder.lrs[1] == pytest.approx(2e-5)
+
+
+# --- callbacks that change during a fit, and the metrics' public path -------------------------------------------------
+
+def test_callback_added_during_a_fit_runs_from_the_next_event():
+    rec = EventRecorder()
+    class Bring(Callback):
+        def before_fit(self, learn): learn.cbs.append(rec)
+    learn, everything = record_fit(EventRecorder())
+    learn = Learner(make_model(), make_dls(), F.mse_loss, lr=0.01, cbs=[TrainCB(), Bring()])
+    learn.fit(1)
+    assert rec.events == everything[1:]   # all but the `before_fit` it was added in
+
+def test_callback_removed_during_a_fit_stops_at_the_next_event():
+    rec = EventRecorder()
+    class Drop(Callback):
+        def after_epoch(self, learn):
+            if learn.training and rec in learn.cbs: learn.cbs.remove(rec)
+    learn = Learner(make_model(), make_dls(), F.mse_loss, lr=0.01, cbs=[TrainCB(), Drop(), rec])
+    learn.fit(2)
+    assert rec.events[-3:] == ['after_batch', 'cleanup_batch', 'after_epoch'] and rec.events.count('before_epoch') == 1
+
+def test_metrics_history_and_log_to(capsys):
+    metrics = MetricsCB(acc=MulticlassAccuracy())
+    learn = TrainLearner(nn.Linear(3, 2), classification_dls(), F.cross_entropy, lr=0.5, cbs=[metrics])
+    learn.fit(1)
+    printed = capsys.readouterr().out.splitlines()
+    assert [(r['epoch'], r['train']) for r in metrics.history] == [(0, 'train'), (0, 'eval')]
+    assert printed[1] == str({'acc': f"{metrics.history[1]['acc']:.3f}", 'loss': f"{metrics.history[1]['loss']:.3f}",
+                              'epoch': 0, 'train': 'eval'})
+    rows = []
+    metrics.log_to(rows.append, replace=False)
+    learn.fit(1)
+    assert rows == metrics.history[2:] and len(capsys.readouterr().out.splitlines()) == 2   # printed and sent
+    metrics.log_to(rows.append)
+    learn.fit(1)
+    assert rows == metrics.history[2:] and capsys.readouterr().out == ''                    # only sent
+    # The valid row's numbers are those of the trained model, computed directly.
+    x, y = learn.dls.valid.dataset.tensors
+    with torch.no_grad(): preds = learn.model(x)
+    assert rows[-1]['acc'] == pytest.approx((preds.argmax(1) == y).float().mean().item())
+    assert rows[-1]['loss'] == pytest.approx(F.cross_entropy(preds, y).item(), rel=1e-5)
+
+def test_progress_table_sits_beside_other_loggers(capsys):
+    metrics, rows = MetricsCB(), []
+    metrics.log_to(rows.append, replace=False)
+    TrainLearner(make_model(), make_dls(), F.mse_loss, cbs=[metrics, ProgressCB()]).fit(1)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ['loss', 'epoch', 'train'] and len(out) == 3   # a table, not the printed dicts
+    assert len(rows) == 2

@@ -1,0 +1,67 @@
+"miniai.core: what every part uses, importable where the lessons import it, without the heavy libraries."
+import os, subprocess, sys
+
+import pytest
+
+
+def run_python(code, **env):
+    "Run `code` in a fresh interpreter (with `env` added) and return its stdout."
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                         env={**{k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'OMP_NUM_THREADS')}, **env})
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+@pytest.mark.parametrize('module', ['miniai.core', 'miniai.conv', 'miniai.learner', 'miniai.activations', 'miniai.init'])
+def test_no_hugging_face_datasets_import(module):
+    out = run_python(f'import sys, {module}; print("datasets" in sys.modules)')
+    assert out.strip() == 'False', f'importing {module} loads Hugging Face datasets'
+
+
+# Each name a lesson imports from its module, and the one home it has now.
+LESSON_NAMES = {
+    'miniai.conv': ['def_device', 'get_device', 'to_device', 'conv', 'collate_device'],
+    'miniai.learner': ['to_cpu', 'identity', 'Learner', 'MetricsCB', 'BatchTransformCB'],
+    'miniai.activations': ['set_seed', 'Hooks', 'ActivationStats'],
+    'miniai.datasets': ['show_image', 'subplots', 'get_grid', 'show_images', 'load_fashion_mnist', 'decoded_dls'],
+    'miniai.init': ['BatchTransformCB', 'conv', 'clean_ipython_hist', 'clean_tb', 'clean_mem'],
+}
+CORE_NAMES = ['def_device', 'get_device', 'to_device', 'to_cpu', 'identity', 'set_seed',
+              'show_image', 'subplots', 'get_grid', 'show_images', 'clean_ipython_hist', 'clean_tb', 'clean_mem']
+
+@pytest.mark.parametrize('module,names', LESSON_NAMES.items())
+def test_star_import_gives_the_lessons_names(module, names):
+    ns = {}
+    exec(f'from {module} import *', ns)
+    missing = [n for n in names if n not in ns]
+    assert not missing, f'`from {module} import *` lacks {missing}'
+
+
+def test_one_home_each():
+    "A name moved to core is the same object wherever the lessons import it: one definition, not copies."
+    import importlib, miniai.core as core
+    for name in CORE_NAMES:
+        assert name in core.__all__, name
+        for module, names in LESSON_NAMES.items():
+            if name in names: assert getattr(importlib.import_module(module), name) is getattr(core, name), (module, name)
+    import miniai.conv, miniai.init, miniai.learner
+    assert miniai.init.conv is miniai.conv.conv
+    assert miniai.init.BatchTransformCB is miniai.learner.BatchTransformCB
+
+
+def test_identity():
+    from miniai.core import identity
+    assert identity() is None and identity(3) == 3 and identity(1, 'a') == (1, 'a')
+
+
+def test_threads_under_nbdev_test():
+    "nbdev_test sets IN_TEST in each worker; importing miniai then gives PyTorch its share of the cores."
+    cores = len(os.sched_getaffinity(0))
+    code = 'import miniai.learner, torch; print(torch.get_num_threads())'
+    assert int(run_python(code, IN_TEST='1')) == max(1, cores // min(cores, 8))
+    assert int(run_python(code)) == torch_default_threads()
+    assert int(run_python(code, IN_TEST='1', OMP_NUM_THREADS='2')) == 2   # the user's setting wins
+
+
+def torch_default_threads():
+    return int(run_python('import torch; print(torch.get_num_threads())'))
