@@ -254,12 +254,12 @@ def _show_bars():
     return IN_NOTEBOOK or getattr(sys.stdout, 'isatty', lambda: False)()
 
 class ProgressCB(Callback):
-    "A fastprogress bar per epoch and the metrics as a table; with `plot=True`, a plot of the training loss per batch and the validation loss per epoch."
+    "A fastprogress bar per epoch and the metrics as a table; with `plot=True`, a plot of the training loss per batch and the validation loss per epoch. `bars`: draw the bars (default: in Jupyter or a terminal)."
     order = MetricsCB.order + 1
-    def __init__(self, plot=False): self.plot = plot
+    def __init__(self, plot=False, bars=None): self.plot, self.bars = plot, bars
 
     def before_fit(self, learn):
-        self.mbar = master_bar(learn.epochs) if _show_bars() else None
+        self.mbar = master_bar(learn.epochs) if (_show_bars() if self.bars is None else self.bars) else None
         if self.mbar is not None: learn.epochs = self.mbar
         self.widths, self.train_losses, self.new_losses, self.valid_losses, self.valid_at = None, [], [], [], []
         self.metrics = getattr(learn, 'metrics', None)

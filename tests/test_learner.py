@@ -11,7 +11,6 @@ from torch.optim import lr_scheduler
 from torch.utils.data import DataLoader, TensorDataset
 from torcheval.metrics import MulticlassAccuracy
 
-import miniai.learner as learner_mod
 from miniai.learner import *
 
 
@@ -256,12 +255,11 @@ def test_progress_table_with_non_string_values(capsys):
     assert lines[2].split() == ['1', '10', 'x', '7']
     assert lines[1].index('3') == lines[0].index('epoch')   # columns line up
 
-def test_progress_with_console_bars(monkeypatch, capsys):
+def test_progress_with_console_bars(capsys):
     # As in a terminal: fastprogress's console bars plus our table rows, some values not strings.
-    monkeypatch.setattr(learner_mod, '_show_bars', lambda: True)
     x = torch.randn(32, 3); y = (x[:, 0] > 0).long()
     dls = SimpleNamespace(train=DataLoader(TensorDataset(x, y), 8), valid=DataLoader(TensorDataset(x, y), 16))
-    learn = TrainLearner(nn.Linear(3, 2), dls, F.cross_entropy, cbs=[MetricsCB(MulticlassAccuracy()), ProgressCB(plot=True)])
+    learn = TrainLearner(nn.Linear(3, 2), dls, F.cross_entropy, cbs=[MetricsCB(MulticlassAccuracy()), ProgressCB(plot=True, bars=True)])
     learn.fit(2)
     out = capsys.readouterr().out
     rows = [l.split('\r')[-1].split() for l in out.split('\n') if l.strip()]
