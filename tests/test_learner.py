@@ -322,33 +322,31 @@ def test_lr_finder_with_metrics_stops_quietly_on_nan():
 # --- callbacks under the lesson's smaller Learner (fit / epoch / batch events only) ----------------------------------
 
 class LessonLearner:
-    "Lesson 15's Learner: only the fit, epoch and batch events; `__getattr__` finds the training steps on the callbacks."
+    "A Learner as lesson 15 first writes one: fit, epoch and batch events only, no cleanup events, steps found by `__getattr__`."
     def __init__(self, model, dls, loss_func, lr, cbs, opt_func=optim.SGD):
         self.model, self.dls, self.loss_func, self.lr, self.cbs, self.opt_func = model, dls, loss_func, lr, cbs, opt_func
     def __getattr__(self, name):
         if name in ('predict', 'get_loss', 'backward', 'step', 'zero_grad'): return partial(self.callback, name)
         raise AttributeError(name)
     def callback(self, nm): run_cbs(self.cbs, nm, self)
-    def fit(self, n_epochs, lr=None):
-        self.epochs = range(n_epochs)
-        self.opt = self.opt_func(self.model.parameters(), lr or self.lr)
-        self._fit()
-    @with_cbs('fit')
-    def _fit(self):
-        for self.epoch in self.epochs:
-            self.one_epoch(True)
-            with torch.no_grad(): self.one_epoch(False)
-    def one_epoch(self, training):
-        self.model.train(training)
-        self.training, self.dl = training, (self.dls.train if training else self.dls.valid)
-        self._one_epoch()
-    @with_cbs('epoch')
-    def _one_epoch(self):
-        for self.iter, self.batch in enumerate(self.dl): self._one_batch()
-    @with_cbs('batch')
-    def _one_batch(self):
-        self.predict(); self.get_loss()
-        if self.training: self.backward(); self.step(); self.zero_grad()
+    def fit(self, n_epochs):
+        self.epochs, self.opt = range(n_epochs), self.opt_func(self.model.parameters(), self.lr)
+        try:
+            self.callback('before_fit')
+            for self.epoch in self.epochs:
+                for self.training in (True, False):
+                    self.model.train(self.training)
+                    self.dl = self.dls.train if self.training else self.dls.valid
+                    self.callback('before_epoch')
+                    with torch.set_grad_enabled(self.training):
+                        for self.iter, self.batch in enumerate(self.dl):
+                            self.callback('before_batch')
+                            self.predict(); self.get_loss()
+                            if self.training: self.backward(); self.step(); self.zero_grad()
+                            self.callback('after_batch')
+                    self.callback('after_epoch')
+            self.callback('after_fit')
+        except CancelFitException: pass
 
 def classification_dls(n=64, bs=8):
     g = torch.Generator().manual_seed(0)
