@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from fastcore.meta import delegates
 
 # %% auto #0
-__all__ = ['nbdev_test_threads', 'def_device', 'get_device', 'to_device', 'identity', 'to_cpu']
+__all__ = ['nbdev_test_threads', 'show_image', 'subplots', 'get_grid', 'show_images', 'def_device', 'get_device', 'to_device', 'identity', 'to_cpu', 'set_seed']
 
 # %% ../nbs/01_core.ipynb #492422d3
 def nbdev_test_threads() -> int|None:
@@ -23,6 +23,86 @@ def nbdev_test_threads() -> int|None:
     return max(1, cores // min(cores, 8))   # nbdev_test's default: one worker per core, at most 8
 
 if nbdev_test_threads() is not None and 'OMP_NUM_THREADS' not in os.environ: torch.set_num_threads(nbdev_test_threads())
+
+# %% ../nbs/05_datasets.ipynb #14568463
+def _image_array(im) -> np.ndarray:
+    "`im` (PIL image, array or tensor, channels first or last) as a numpy array of shape (h, w) or (h, w, c)."
+    if isinstance(im, torch.Tensor):
+        im = im.detach().cpu()
+        if im.is_floating_point(): im = im.float()     # numpy has no bfloat16 and matplotlib dislikes float16
+        im = im.numpy()
+    im = np.asarray(im)                                 # a PIL image becomes (h, w) or (h, w, c)
+    if im.ndim == 3 and im.shape[0] in (1, 3, 4) and im.shape[-1] not in (1, 3, 4): im = im.transpose(1, 2, 0)
+    if im.ndim == 3 and im.shape[-1] == 1: im = im[..., 0]
+    if not (im.ndim == 2 or (im.ndim == 3 and im.shape[-1] in (3, 4))):
+        raise ValueError(f"show_image needs one image: (h, w), or 1, 3 or 4 channels first or last; got shape {im.shape}.")
+    return im
+
+@delegates(plt.Axes.imshow)
+def show_image(im, ax=None, figsize=None, title=None, noframe=True, **kwargs):
+    "Show `im` (PIL image, array or tensor on any device, channels first or last) on `ax` or a new figure."
+    im = _image_array(im)
+    if ax is None: _, ax = plt.subplots(figsize=figsize)
+    ax.imshow(im, **kwargs)
+    if title is not None: ax.set_title(title)
+    if noframe: ax.set_axis_off()
+    return ax
+
+# %% ../nbs/05_datasets.ipynb #81e667b2
+@delegates(plt.subplots, keep=True)
+def subplots(
+    nrows:int=1, # Number of rows of axes
+    ncols:int=1, # Number of columns of axes
+    figsize:tuple=None, # Figure size in inches; by default `imsize` inches per axes
+    imsize:int=3, # Size in inches of each image, used when `figsize` is not given
+    suptitle:str=None, # Title of the whole figure
+    **kwargs
+): # A figure and an array of its axes
+    "A figure and a grid of axes like `plt.subplots`, sized from `imsize`, with an optional `suptitle`."
+    if figsize is None: figsize = (ncols*imsize, nrows*imsize)
+    fig, ax = plt.subplots(nrows, ncols, figsize=figsize, **kwargs)
+    if suptitle is not None: fig.suptitle(suptitle)
+    if nrows*ncols == 1: ax = np.array([ax])
+    return fig, ax
+
+# %% ../nbs/05_datasets.ipynb #b5d4e91e
+@delegates(subplots)
+def get_grid(
+    n:int, # Number of axes wanted
+    nrows:int=None, # Number of rows; worked out from `n` and `ncols` if not given
+    ncols:int=None, # Number of columns; worked out from `n` and `nrows` if not given
+    title:str=None, # Title of the whole figure
+    weight:str='bold', # Title font weight
+    size:int=14, # Title font size
+    **kwargs
+): # A figure and an array of its axes, the ones past `n` hidden
+    "A grid of at least `n` axes with the unused ones hidden."
+    if n < 1: raise ValueError(f"get_grid needs at least one axes, got n={n}.")
+    if nrows: ncols = ncols or math.ceil(n/nrows)
+    elif ncols: nrows = math.ceil(n/ncols)
+    else:
+        nrows = int(math.sqrt(n))
+        ncols = math.ceil(n/nrows)
+    if nrows*ncols < n: raise ValueError(f"A {nrows}x{ncols} grid has no room for {n} axes.")
+    fig, axs = subplots(nrows, ncols, **kwargs)
+    for ax in axs.flat[n:]: ax.set_axis_off()
+    if title is not None: fig.suptitle(title, weight=weight, size=size)
+    return fig, axs
+
+# %% ../nbs/05_datasets.ipynb #35ec6d98
+@delegates(get_grid)
+def show_images(
+    ims:list, # Images to show: PIL images, arrays or tensors (a batch tensor works too)
+    nrows:int=None, # Number of rows in the grid
+    ncols:int=None, # Number of columns in the grid
+    titles:list=None, # Optional title for each image
+    **kwargs
+):
+    "Show all `ims` in a grid, each with its title from `titles`."
+    if titles is not None and len(titles) != len(ims):
+        raise ValueError(f"show_images got {len(ims)} images but {len(titles)} titles.")
+    axs = get_grid(len(ims), nrows, ncols, **kwargs)[1].flat
+    for i, (im, ax) in enumerate(zip(ims, axs)): show_image(im, ax=ax, title=None if titles is None else titles[i])
 
 # %% ../nbs/07_convolutions.ipynb #2bcaffb3
 def get_device() -> str:
@@ -60,3 +140,12 @@ def to_cpu(x):
     if not isinstance(x, torch.Tensor): return x
     res = x.detach().cpu()
     return res.float() if res.dtype in (torch.float16, torch.bfloat16) else res
+
+# %% ../nbs/10_activations.ipynb #0d157c32
+def set_seed(seed, deterministic=False):
+    "Seed PyTorch, Python's `random` and numpy with `seed`; with `deterministic`, also make PyTorch use deterministic algorithms."
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = False   # benchmark mode may pick a different (non-reproducible) kernel per run
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
