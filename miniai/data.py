@@ -173,10 +173,10 @@ def load_idx(path, names=None, name='idx', **info) -> DatasetDict:
         _decoded(dd[split], lambda: (torch.from_numpy(ims)[:, None], torch.from_numpy(lbls).long()))
     return dd
 
-# %% ../nbs/03_data.ipynb #3fcd5b10
-def from_hub(name, load=load_dataset):
-    "`load(name)`: a dataset from the Hugging Face hub, or None when the hub is offline or has no such dataset."
-    try: return load(name)
+# %% ../nbs/03_data.ipynb #8bb31407
+def from_hub(name, load=None):
+    "Dataset `name` from the Hugging Face hub (`load`, by default `load_dataset`), or None if the hub is offline or lacks it."
+    try: return (load or load_dataset)(name)
     except (ConnectionError, DatasetNotFoundError): return None   # "not here": the caller tries its next source
 
 # %% ../nbs/03_data.ipynb #919e1133
