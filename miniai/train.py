@@ -190,7 +190,7 @@ def _run(args:dict):
         changed = [f'--{k}' for k, v in args.items() if k not in ('resume', 'device') and v != defaults[k]]
         if changed: raise RunError(f"--resume continues a run with its own settings ({folder/'args.json'}); "
                                    f"leave out {', '.join(changed)} (only --device may change).")
-        args = {**read_args(folder), 'device': args['device']}
+        args = {**read_args(folder), 'device': args['device'], 'resume': args['resume']}
         last = folder/'last.pt'
         done = read_checkpoint(last)['epoch'] + 1 if last.exists() else 0
         if done >= args['epochs']:
@@ -201,10 +201,11 @@ def _run(args:dict):
         _check_args(args)
         if 'RANK' in os.environ and not args['out']: raise RunError("Under torchrun give --out, so that every process uses one folder.")
         folder = new_run_folder(args['out'], args['overwrite']) if main_process else Path(args['out'])
-        if main_process: (folder/'args.json').write_text(json.dumps({**args, 'out': str(folder)}, indent=1))
         print(f'results go to {folder}', flush=True)
+    dsd = load_data(args)   # a data error leaves at most an empty folder, which the next try may use
+    if main_process and not args['resume']: (folder/'args.json').write_text(json.dumps({**args, 'out': str(folder)}, indent=1))
     ckpt = CheckpointCB(folder, monitor='accuracy', mode='max', resume=bool(args['resume']))
-    _, acc = train(args['epochs'], args['bs'], args['lr'], args['seed'], parse_widths(args['widths']), load_data(args),
+    _, acc = train(args['epochs'], args['bs'], args['lr'], args['seed'], parse_widths(args['widths']), dsd,
                    cbs=[RunLogCB(folder), ckpt], norm=args['norm'], device=device)
     if not main_process: return
     plot_run(folder)
