@@ -8,6 +8,8 @@ cfg = cfg['DEFAULT']
 
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
+# `pip install miniai[accel]`: Hugging Face Accelerate for `AccelerateCB`, at the version CI tests (a dev requirement).
+accel_requirements = [r for r in dev_requirements if r.startswith('accelerate')]
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -20,7 +22,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     python_requires='>=' + cfg['min_python'],
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements, 'accel': accel_requirements},
     include_package_data=True,
     zip_safe=False,
     entry_points={
