@@ -183,7 +183,7 @@ def from_hub(name, load=None):
 FASHION_MNIST_INFO = dict(
     description="Fashion-MNIST: 70,000 greyscale 28x28 pictures of clothes, shoes and bags from Zalando's shop, each "
                 "labelled with one of 10 classes; 60,000 to train on and 10,000 to test. It has MNIST's image size, "
-                "file format and splits, so it can replace MNIST unchanged, and is harder to classify. "
+                "file format and splits, so it can replace MNIST unchanged. "
                 "(Read from the IDX files by miniai, not from the hub.)",
     homepage='https://github.com/zalandoresearch/fashion-mnist',
     citation='Han Xiao, Kashif Rasul, Roland Vollgraf. Fashion-MNIST: a Novel Image Dataset for Benchmarking '
