@@ -129,7 +129,8 @@ def _decode_images(ds, x, chunk=4096):
 
 def _decoded(ds, make):
     "The cache entry of split `ds`'s decoded (images, labels), made by `make()` if missing."
-    return cached('decoded', [content_key(ds, list(ds.features)[:2])], make, torch.save, partial(torch.load, weights_only=True))
+    key = [content_key(ds, list(ds.features)[:2])]
+    return cached('decoded', key, make, torch.save, partial(torch.load, weights_only=True))
 
 def decode_split(ds):
     "Decode split `ds` once: (images as a uint8 tensor (n, c, h, w), labels as int64), cached on disk by content."
