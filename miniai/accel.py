@@ -38,14 +38,14 @@ def _model_device(model):
 class MixedPrecision(Callback):
     "Run the forward pass and the loss under `torch.autocast`: float16 with a gradient scaler on CUDA, bfloat16 elsewhere (or the `dtype` given)."
     order = DeviceCB.order + 5   # after `DeviceCB` has put the model on its device
-    def __init__(self, dtype=None): self.dtype, self.scaler, self._pending = dtype, None, None
+    def __init__(self, dtype=None): self.dtype, self.scaler, self._pending, self.entered = dtype, None, None, False
 
     def before_fit(self, learn):
         device_type = _model_device(learn.model).type
         dtype = self.dtype or (torch.float16 if device_type == 'cuda' else torch.bfloat16)
         if not torch.amp.is_autocast_available(device_type):
             raise RuntimeError(f"MixedPrecision: PyTorch has no autocast for '{device_type}'; train in full precision there.")
-        self.autocast, self.learn, self.entered = torch.autocast(device_type, dtype=dtype), learn, False
+        self.autocast, self.learn = torch.autocast(device_type, dtype=dtype), learn
         if self.scaler is None or self.scaler._device != device_type:
             self.scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
         if self._pending is not None: self.scaler.load_state_dict(self._pending)
@@ -97,7 +97,7 @@ class AccelerateCB(Callback):
     def __init__(self, n_inp=1, mixed_precision='no', **kwargs):
         # On a machine without a GPU, Accelerate needs `cpu=True` to run one process per CPU under a launcher.
         self.n_inp, self.kwargs = n_inp, dict(mixed_precision=mixed_precision, cpu=def_device == 'cpu', **kwargs)
-        self.acc = None
+        self.acc, self.plain = None, None
 
     def before_fit(self, learn):
         try: from accelerate import Accelerator
@@ -108,7 +108,7 @@ class AccelerateCB(Callback):
                 raise ValueError(f"AccelerateCB puts this process on {self.acc.device}, but DeviceCB wants {cb.device}: "
                                  f"remove the DeviceCB (Accelerate places the model and the batches itself).")
         learn.accelerator, learn.is_main_process = self.acc, self.acc.is_main_process
-        self.model, self.opt, self.dls = learn.model, learn.opt, learn.dls
+        self.plain = learn.model, learn.opt, learn.dls   # what the learner gets back after the fit
         self.wrapped, learn.opt, train, valid = self.acc.prepare(
             learn.model, learn.opt, _standard_dl(learn.dls.train), _standard_dl(learn.dls.valid))
         learn.dls = DataLoaders(train, valid)
@@ -130,9 +130,10 @@ class AccelerateCB(Callback):
         with torch.no_grad():
             learn.preds, learn.batch = self.acc.gather_for_metrics((learn.preds.detach(), learn.batch))
             learn.loss = learn.loss_func(learn.preds, *learn.batch[self.n_inp:])
-    def cleanup_batch(self, learn): learn.model = self.model   # between batches, the plain model: to save or inspect
+    def cleanup_batch(self, learn): learn.model = self.plain[0]   # between batches, the plain model: to save or inspect
 
     def cleanup_fit(self, learn):
+        if self.plain is None: return   # `before_fit` stopped before it changed anything
         self.quiet.__exit__(None, None, None)
         release_steps(learn, 'backward')
-        learn.model, learn.opt, learn.dls = self.model, self.opt, self.dls
+        (learn.model, learn.opt, learn.dls), self.plain = self.plain, None
