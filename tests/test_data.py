@@ -267,3 +267,12 @@ def test_batch_dl_reads_whole_batches():
     shuffled = torch.cat([yb for _, yb in batch_dl(ds, 4, shuffle=True)])
     assert sorted(shuffled.tolist()) == list(range(10)) and shuffled.tolist() != list(range(10))
     assert next(iter(batch_dl(BatchDataset(x, y, flat=True), 3)))[0].shape == (3, 4)
+
+def test_real_offline_hub_is_not_here(tmp_path, monkeypatch):
+    "The real `load_dataset` with the hub off (what HF_HUB_OFFLINE=1 sets at import) raises what `from_hub` skips."
+    import datasets.config, huggingface_hub.constants
+    monkeypatch.setattr(datasets.config, 'HF_HUB_OFFLINE', True)
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+    hub_off = lambda name: datasets.load_dataset(name, cache_dir=str(tmp_path/'hf-cache'))
+    with pytest.raises(ConnectionError): hub_off(md.HUB_FASHION_MNIST)
+    assert from_hub(md.HUB_FASHION_MNIST, load=hub_off) is None
