@@ -207,13 +207,15 @@ class CheckpointCB(Callback):
         self.path, self.best, self.best_epoch = Path(path), None, None
 
     @property
-    def last(self): return self.path/'last.pt'
+    def last(self): "The checkpoint of the last epoch."; return self.path/'last.pt'
     @property
-    def best_file(self): return self.path/'best.pt'
+    def best_file(self): "The checkpoint of the best epoch so far."; return self.path/'best.pt'
 
-    def state_dict(self): return {'monitor': self.monitor, 'best': self.best, 'best_epoch': self.best_epoch}
+    def state_dict(self):
+        "The best score so far, its epoch, and the metric it is a score of."
+        return {'monitor': self.monitor, 'best': self.best, 'best_epoch': self.best_epoch}
     def load_state_dict(self, sd):
-        # A best score of another metric means nothing here: start afresh.
+        "Restore the best score so far, unless it is a score of another metric (then start afresh)."
         self.best, self.best_epoch = (sd['best'], sd['best_epoch']) if sd['monitor'] == self.monitor else (None, None)
 
     def before_fit(self, learn):

@@ -203,7 +203,8 @@ def _run(args:dict):
         folder = new_run_folder(args['out'], args['overwrite']) if main_process else Path(args['out'])
         print(f'results go to {folder}', flush=True)
     dsd = load_data(args)   # a data error leaves at most an empty folder, which the next try may use
-    if main_process and not args['resume']: (folder/'args.json').write_text(json.dumps({**args, 'out': str(folder)}, indent=1))
+    if main_process and not args['resume']:   # the folder and device as used, everything else as given
+        (folder/'args.json').write_text(json.dumps({**args, 'out': str(folder), 'device': device}, indent=1))
     ckpt = CheckpointCB(folder, monitor='accuracy', mode='max', resume=bool(args['resume']))
     _, acc = train(args['epochs'], args['bs'], args['lr'], args['seed'], parse_widths(args['widths']), dsd,
                    cbs=[RunLogCB(folder), ckpt], norm=args['norm'], device=device)

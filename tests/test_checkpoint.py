@@ -15,6 +15,7 @@ from miniai.checkpoint import CheckpointCB, CheckpointError, read_checkpoint, rn
 from miniai.datasets import DataLoaders
 from miniai.init import get_model
 from miniai.learner import BatchSchedCB, DeviceCB, MetricsCB, TrainLearner
+from miniai.train import read_rows
 
 NFS = (1, 4, 8)
 CHILD_ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1', 'MPLBACKEND': 'Agg'}
@@ -143,7 +144,7 @@ CHILD = textwrap.dedent("""
     from miniai.datasets import load_fashion_mnist
     from miniai.learner import Callback
     from miniai.checkpoint import CheckpointCB
-    from miniai.train import train
+    from miniai.train import train, RunLogCB
     mode, folder = sys.argv[1], sys.argv[2]
 
     class PauseCB(Callback):
@@ -155,7 +156,7 @@ CHILD = textwrap.dedent("""
 
     dsd = load_fashion_mnist()
     small = DatasetDict(train=dsd['train'].select(range(640)), test=dsd['test'].select(range(256)))
-    cbs = [CheckpointCB(folder, resume=mode == 'resume')] + ([PauseCB()] if mode == 'crash' else [])
+    cbs = [RunLogCB(folder), CheckpointCB(folder, resume=mode == 'resume')] + ([PauseCB()] if mode == 'crash' else [])
     learn, acc = train(epochs=3, bs=64, dsd=small, nfs=(1, 4, 8, 16), progress=False, cbs=cbs)
     torch.save(learn.model.state_dict(), f'{folder}/final.pt')
     """)
@@ -182,7 +183,9 @@ def test_killed_mid_epoch_then_resumed_gives_identical_weights(tmp_path):
         assert child.returncode == 0, err[-2000:]
     expected, resumed = torch.load(tmp_path/'full'/'final.pt'), torch.load(tmp_path/'crash'/'final.pt')
     assert_same(resumed, expected)
-    assert sorted(p.name for p in (tmp_path/'crash').iterdir()) == ['best.pt', 'final.pt', 'last.pt']
+    for fn in ('metrics.csv', 'batches.csv'):   # each epoch's rows once, as in the uninterrupted run
+        assert read_rows(tmp_path/'crash'/fn) == read_rows(tmp_path/'full'/fn)
+    assert sorted(p.name for p in (tmp_path/'crash').iterdir()) == ['batches.csv', 'best.pt', 'final.pt', 'last.pt', 'metrics.csv']
 
 
 def test_checkpoint_cb_keeps_last_and_best(tmp_path):
