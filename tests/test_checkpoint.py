@@ -89,7 +89,8 @@ def test_round_trip_in_fresh_process(trained, tmp_path):
         learn.model.eval()
         with torch.no_grad(): torch.save(learn.model(torch.load({str(tmp_path/'x.pt')!r})), {str(tmp_path/'preds.pt')!r})
         """)
-    res = subprocess.run([sys.executable, '-c', child], capture_output=True, text=True, env=CHILD_ENV, timeout=120)
+    env = {**CHILD_ENV, 'OMP_NUM_THREADS': str(torch.get_num_threads())}   # as here, so the arithmetic is the same
+    res = subprocess.run([sys.executable, '-c', child], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert torch.equal(torch.load(tmp_path/'preds.pt'), expected)
 

@@ -4,6 +4,7 @@ import json, os, shutil, subprocess
 import pytest
 import torch
 
+from miniai.checkpoint import CheckpointCB, read_checkpoint
 from miniai.learner import RecorderCB
 from miniai.train import train, main, evaluate, read_rows
 
@@ -111,3 +112,26 @@ def test_train_runs_extra_callbacks_and_rejects_zero_epochs(run):
     assert len(rec.recs['lr']) == 256//64   # the extra callback ran on every training batch
     assert acc == learn.metrics.history[-1]['accuracy']
     with pytest.raises(ValueError, match='at least 1'): train(epochs=0, dsd=dsd)
+
+
+def test_resume_after_an_interruption_and_overwrite(tmp_path, monkeypatch, capsys):
+    quick = dict(epochs=2, n_train=1024, n_valid=512, widths='8,16,32', bs=64)
+    full, stopped = tmp_path/'full', tmp_path/'stopped'
+    main(out=str(full), **quick)
+    save_checkpoint = CheckpointCB.after_epoch
+    def stop_after_epoch_0(self, learn):   # as if the user pressed Ctrl-C just after the first checkpoint
+        save_checkpoint(self, learn)
+        if not learn.training and learn.epoch == 0: raise KeyboardInterrupt()
+    monkeypatch.setattr(CheckpointCB, 'after_epoch', stop_after_epoch_0)
+    with pytest.raises(KeyboardInterrupt): main(out=str(stopped), **quick)
+    monkeypatch.undo()
+    assert read_checkpoint(stopped/'last.pt')['epoch'] == 0
+    capsys.readouterr()
+    main(resume=str(stopped))
+    assert f'resuming {stopped} after epoch 1' in capsys.readouterr().out
+    same_run = lambda a, b: (read_rows(a/'metrics.csv') == read_rows(b/'metrics.csv') and
+                             torch.equal(read_checkpoint(a/'last.pt')['model']['0.0.weight'], read_checkpoint(b/'last.pt')['model']['0.0.weight']))
+    assert same_run(stopped, full)
+    (stopped/'mine.txt').write_text('not a run file')
+    main(out=str(stopped), overwrite=True, seed=2, **quick)   # a run's own files are replaced, nothing else
+    assert not same_run(stopped, full) and (stopped/'mine.txt').read_text() == 'not a run file'
