@@ -6,7 +6,8 @@ Needs only this repository and miniai's own requirements (not Accelerate). Three
      time, the medians, their ratio (mixed / float32: below 1 is faster) and the validation accuracies;
   2. the GPU waits of one epoch of a fit with DeviceCB, MetricsCB and ProgressCB, counted with
      `torch.cuda.set_sync_debug_mode('warn')` (each synchronising call warns), per batch and by source line;
-  3. one epoch (a training and a validation pass, with accuracy) of that fit against a hand-written loop, interleaved.
+  3. one epoch (a training and a validation pass) of that fit against the hand-written loop of
+     bench/learner_overhead.py, interleaved.
 
 Data: Fashion-MNIST if miniai can load it; `--synthetic` makes random images of the same size (60,000 + 10,000 by
 default) whose class is a brighter band of rows, so no data files are needed and accuracies still mean something.
@@ -14,7 +15,7 @@ default) whose class is a brighter band of rows, so no data files are needed and
     python bench/cuda_main.py --synthetic                      # on a machine with a GPU
     python bench/cuda_main.py --synthetic --device cpu --n_train 2000 --n_valid 500 --epochs 1 --rounds 1   # a dry run
 """
-import contextlib, copy, io, time, warnings
+import contextlib, copy, io, sys, time, warnings
 from collections import Counter
 from pathlib import Path
 from statistics import median
@@ -32,6 +33,9 @@ from miniai.datasets import DataLoaders, decoded_dls, load_fashion_mnist
 from miniai.init import get_model, init_weights
 from miniai.learner import Callback, DeviceCB, MetricsCB, ProgressCB, TrainLearner
 from miniai.train import get_learner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from learner_overhead import loop_epoch   # the hand-written loop the Learner is measured against
 
 
 def synthetic_dls(n_train, n_valid, bs, seed=0):
@@ -113,30 +117,10 @@ def count_syncs(dls, device):
         print(f'    {n:6}  {fn}:{line}')
 
 
-def loop_epoch(model, dls, device, lr=0.05):
-    "One epoch by hand: forward, loss, backward, step, zero_grad; then validation accuracy and loss, summed on the device."
-    opt = optim.SGD(model.parameters(), lr)
-    model.train()
-    for xb, yb in dls.train:
-        xb, yb = xb.to(device), yb.to(device)
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
-    correct, total = torch.zeros((), device=device), torch.zeros((), device=device)
-    with torch.no_grad():
-        for xb, yb in dls.valid:
-            xb, yb = xb.to(device), yb.to(device)
-            preds = model(xb)
-            correct += (preds.argmax(1) == yb).sum()
-            total += F.cross_entropy(preds, yb, reduction='sum')
-    return correct.item()/len(dls.valid.dataset)
-
-def learner_epoch(model, dls, device):
-    learn = three_cb_learner(model, dls, device)
+def learner_epoch(model, dls, lr, device):
+    "One epoch of the three-callback fit."
+    learn = three_cb_learner(model, dls, device, lr)
     with contextlib.redirect_stdout(io.StringIO()): learn.fit(1)
-    return learn.metrics.history[-1]['accuracy']
 
 def compare_loop(dls, device, rounds):
     "Measurement 3: one epoch of the three-callback fit against the hand-written loop, interleaved."
@@ -147,10 +131,10 @@ def compare_loop(dls, device, rounds):
             model = copy.deepcopy(init)
             sync(device)
             t0 = time.perf_counter()
-            acc = ways[name](model, dls, device)
+            ways[name](model, dls, 0.05, device)
             sync(device)
             if r: secs[name].append(time.perf_counter() - t0)
-            if r: print(f'  round {r} {name:8} {secs[name][-1]:.3f}s (accuracy {acc:.4f})', flush=True)
+            if r: print(f'  round {r} {name:8} {secs[name][-1]:.3f}s', flush=True)
     med = {k: median(v) for k, v in secs.items()}
     print(f"  median epoch: loop {med['loop']:.3f}s, learner {med['learner']:.3f}s; ratio learner/loop {med['learner']/med['loop']:.3f}")
 
