@@ -16,9 +16,8 @@ from .core import to_cpu
 from .learner import Learner, Callback, CancelEpochException, BaseSchedCB
 
 # %% auto #0
-__all__ = ['FORMAT', 'VERSION', 'atomic_save', 'rng_states', 'set_rng_states', 'state_dict', 'load_state_dict', 'save',
-           'CheckpointError', 'read_checkpoint', 'check_model_state', 'load', 'GatherPredsCB', 'get_preds',
-           'is_main_process', 'CheckpointCB']
+__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'atomic_save', 'rng_states', 'set_rng_states', 'CheckpointError',
+           'read_checkpoint', 'check_model_state', 'GatherPredsCB', 'is_main_process', 'CheckpointCB']
 
 # %% ../nbs/14_checkpoint.ipynb #489ae087
 def atomic_save(obj, path):
@@ -63,7 +62,7 @@ def set_rng_states(states:dict, dls=None):
     for name, g in _generators(dls).items():
         if name in states['generators']: g.set_state(states['generators'][name])
 
-# %% ../nbs/14_checkpoint.ipynb #569e9667
+# %% ../nbs/14_checkpoint.ipynb #7e11b3f1
 @fc.patch
 def state_dict(self:BaseSchedCB) -> dict:
     "The scheduler's state (its step count and learning rates), for a checkpoint; empty before a fit has made the scheduler."
@@ -74,8 +73,8 @@ def load_state_dict(self:BaseSchedCB, sd:dict):
     "Restore the scheduler from `state_dict`. Outside a fit there is no scheduler to restore (the next fit makes a new one), so nothing happens."
     if sd and hasattr(self, 'schedo'): self.schedo.load_state_dict(sd)
 
-# %% ../nbs/14_checkpoint.ipynb #3495c37c
-FORMAT, VERSION = 'miniai.checkpoint', 1
+# %% ../nbs/14_checkpoint.ipynb #720d639f
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = 'miniai.checkpoint', 1   # the layout of the files `save` writes
 
 def _stateful_cbs(cbs) -> dict:
     "The callbacks in `cbs` that have a `state_dict`, by class name (`Name_1`, `Name_2`... for the second, third... of a class)."
@@ -87,18 +86,19 @@ def _stateful_cbs(cbs) -> dict:
         res[nm if seen[nm] == 0 else f'{nm}_{seen[nm]}'] = cb
     return res
 
+# %% ../nbs/14_checkpoint.ipynb #55252322
 @fc.patch
 def save(self:Learner, path):
     "Save the model's weights, the optimizer's state, the callbacks' states, the epoch reached and the random number generators' states to `path`, atomically."
     opt = getattr(self, 'opt', None)
-    atomic_save({'format': FORMAT, 'version': VERSION,
+    atomic_save({'format': CHECKPOINT_FORMAT, 'version': CHECKPOINT_VERSION,
                  'model': self.model.state_dict(),
                  'opt': opt.state_dict() if opt is not None else None,
                  'cbs': {nm: cb.state_dict() for nm, cb in _stateful_cbs(self.cbs).items()},
                  'epoch': getattr(self, 'epoch', -1),
                  'rng': rng_states(self.dls)}, path)
 
-# %% ../nbs/14_checkpoint.ipynb #d2408498
+# %% ../nbs/14_checkpoint.ipynb #1d5295ec
 class CheckpointError(ValueError):
     "A file that `Learner.load` cannot use: missing, damaged, not a checkpoint, or for another model. The learner is left as it was."
 
@@ -116,14 +116,14 @@ def read_checkpoint(path) -> dict:
     except Exception as e:
         raise CheckpointError(f"{path} is damaged (truncated or corrupt) and cannot be read; use another checkpoint. "
                               f"({str(e).split('. ')[0]}.)") from e
-    if not isinstance(ckpt, dict) or ckpt.get('format') != FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is a PyTorch file but not a miniai checkpoint (written by `Learner.save`). "
                               f"A bare state_dict loads with `model.load_state_dict(torch.load(path, weights_only=True))`.")
-    if ckpt.get('version') != VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {ckpt.get('version')}; this miniai reads version {VERSION}.")
+    if ckpt.get('version') != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {ckpt.get('version')}; this miniai reads version {CHECKPOINT_VERSION}.")
     return ckpt
 
-# %% ../nbs/14_checkpoint.ipynb #4220e417
+# %% ../nbs/14_checkpoint.ipynb #65f21586
 def _some(keys, n=5):
     "At most `n` of `keys`, and how many more there are."
     keys = list(keys)
@@ -148,7 +148,7 @@ def _check_opt_state(opt, sd, path):
         raise CheckpointError(f"{path} holds an optimizer state for parameter groups of sizes {sizes(sd['param_groups'])}; "
                               f"this optimizer has {sizes(opt.param_groups)}.")
 
-# %% ../nbs/14_checkpoint.ipynb #a0eb682b
+# %% ../nbs/14_checkpoint.ipynb #c078ba0c
 @fc.patch
 def load(self:Learner, path):
     "Restore what `save` wrote: the weights, the optimizer's state (if the learner has an optimizer), the states of the callbacks it has, the epoch and the random number generators. Every check comes first: on a `CheckpointError` nothing has changed."
@@ -165,7 +165,7 @@ def load(self:Learner, path):
     self.epoch = ckpt['epoch']
     return self
 
-# %% ../nbs/14_checkpoint.ipynb #17d13e43
+# %% ../nbs/14_checkpoint.ipynb #601b7854
 class GatherPredsCB(Callback):
     "Collect the predictions and targets of every batch, on the CPU."
     def before_epoch(self, learn): self.preds, self.targs = [], []
@@ -178,6 +178,7 @@ def _prepares_batches(cb):
     return (hasattr(cb, 'before_batch') or hasattr(cb, 'predict')) and not any(
         hasattr(cb, ev) for ev in ('after_batch', 'after_epoch', 'after_fit'))
 
+# %% ../nbs/14_checkpoint.ipynb #6047096f
 @fc.patch
 def get_preds(self:Learner, dl=None):
     "Predictions and targets of DataLoader `dl` (default: the validation one), on the CPU. Nothing trains, the model's mode is restored, and only the callbacks that prepare batches take part (metrics, progress bars, schedules and checkpoints do not)."
@@ -193,7 +194,7 @@ def get_preds(self:Learner, dl=None):
         self.model.train(mode)
     return torch.cat(gather.preds), torch.cat(gather.targs)
 
-# %% ../nbs/14_checkpoint.ipynb #a8e47598
+# %% ../nbs/14_checkpoint.ipynb #e2575eb6
 def is_main_process(learn) -> bool:
     "Whether this process writes files: true unless a multi-process callback set `learn.is_main_process` to False."
     return getattr(learn, 'is_main_process', True)
