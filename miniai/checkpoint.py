@@ -5,6 +5,7 @@
 # %% ../nbs/14_checkpoint.ipynb #f18f54aa
 from __future__ import annotations
 import os, pickle, random, shutil
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,19 +17,24 @@ from .core import to_cpu
 from .learner import Learner, Callback, CancelEpochException, BaseSchedCB
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'atomic_save', 'rng_states', 'set_rng_states', 'CheckpointError',
-           'read_checkpoint', 'check_model_state', 'GatherPredsCB', 'is_main_process', 'CheckpointCB']
+__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'atomic_write', 'atomic_save', 'rng_states', 'set_rng_states',
+           'CheckpointError', 'read_checkpoint', 'check_model_state', 'GatherPredsCB', 'is_main_process',
+           'CheckpointCB']
 
-# %% ../nbs/14_checkpoint.ipynb #489ae087
-def atomic_save(obj, path):
-    "`torch.save(obj, path)` through a temporary file in the same folder and a rename, so `path` is either the old file or the whole new one, never half of one."
+# %% ../nbs/14_checkpoint.ipynb #074d6838
+def atomic_write(path, write):
+    "Call `write(tmp)` to write a temporary file beside `path`, then rename it to `path`: `path` is always either the old file or the whole new one, never half of one."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)   # atomic on POSIX and Windows when both are on one file system
     finally: tmp.unlink(missing_ok=True)
+
+def atomic_save(obj, path):
+    "`torch.save(obj, path)`, atomically (through `atomic_write`)."
+    atomic_write(path, partial(torch.save, obj))
 
 # %% ../nbs/14_checkpoint.ipynb #385019a9
 def _generators(dls):
@@ -236,7 +242,4 @@ class CheckpointCB(Callback):
         if better: self.best, self.best_epoch = value, learn.epoch
         if not is_main_process(learn): return
         learn.save(self.last)
-        if better:   # the same file: copy it, atomically too
-            tmp = self.best_file.with_name(f'.best.pt.tmp{os.getpid()}')
-            shutil.copyfile(self.last, tmp)
-            os.replace(tmp, self.best_file)
+        if better: atomic_write(self.best_file, partial(shutil.copyfile, self.last))   # the same file, copied

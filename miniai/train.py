@@ -23,7 +23,7 @@ from .learner import Callback, TrainLearner, DeviceCB, MetricsCB, ProgressCB, Ba
 from .activations import set_seed
 from .init import get_model, init_weights, BatchTransformCB
 from .batchnorm import LayerNorm, RunningBatchNorm
-from .checkpoint import CheckpointCB, read_checkpoint, is_main_process
+from .checkpoint import CheckpointCB, read_checkpoint, is_main_process, atomic_write
 
 # %% auto #0
 __all__ = ['NORMS', 'RUN_FILES', 'normalise_batch', 'input_stats', 'get_learner', 'train', 'read_rows', 'write_rows', 'RunLogCB',
@@ -75,17 +75,16 @@ def read_rows(fn) -> list[dict]:
     with open(fn, newline='') as f: return list(csv.DictReader(f))
 
 def write_rows(fn, rows, drop_from=None):
-    "Add dicts `rows` to CSV file `fn`; with `drop_from`, first remove its rows of epoch `drop_from` and later. Written through a temporary file and a rename."
+    "Add dicts `rows` to CSV file `fn`; with `drop_from`, first remove its rows of epoch `drop_from` and later. The file is rewritten with `atomic_write`."
     old = read_rows(fn)
     if drop_from is not None: old = [r for r in old if int(r['epoch']) < drop_from]
     rows = old + rows
     if not rows: return
-    fn.parent.mkdir(parents=True, exist_ok=True)
-    tmp = fn.with_name(f'.{fn.name}.tmp{os.getpid()}')
-    with open(tmp, 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader(); w.writerows(rows)
-    os.replace(tmp, fn)
+    def write(tmp):
+        with open(tmp, 'w', newline='') as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader(); w.writerows(rows)
+    atomic_write(fn, write)
 
 class RunLogCB(Callback):
     "Write each pass's metrics to `folder/metrics.csv` (a row per epoch and split) and each training batch's learning rate and loss to `folder/batches.csv`. A resumed fit first drops the rows of the epoch it does again. Only the main process writes."
