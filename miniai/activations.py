@@ -4,50 +4,69 @@
 
 # %% ../nbs/10_activations.ipynb #bc37b40c
 from __future__ import annotations
-import random, weakref
+import weakref
 from functools import partial
 
-import numpy as np
 import torch
 import matplotlib.pyplot as plt
 import fastcore.all as fc
 from torch import nn
 
-from .datasets import get_grid, show_image
-from .learner import Callback, to_cpu
+from .core import get_grid, show_image, to_cpu
+from .learner import Callback
 
 # %% auto #0
-__all__ = ['set_seed', 'Hook', 'Hooks', 'HooksCallback', 'append_stats', 'get_hist', 'get_min', 'ActivationStats']
+__all__ = ['Hook', 'ListContainer', 'Hooks', 'HooksCallback', 'append_stats', 'get_hist', 'get_min', 'ActivationStats',
+           'set_seed']
 
-# %% ../nbs/10_activations.ipynb #0d157c32
-def set_seed(seed, deterministic=False):
-    "Seed PyTorch, Python's `random` and numpy with `seed`; with `deterministic`, also make PyTorch use deterministic algorithms."
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.benchmark = False   # benchmark mode may pick a different (non-reproducible) kernel per run
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed)
+# %% ../nbs/10_activations.ipynb #f486e4a8
+from .core import set_seed
+_all_ = ['set_seed']
 
 # %% ../nbs/10_activations.ipynb #31beb38d
 class Hook():
-    "Register `f(hook, module, input, output)` as a forward hook on `m`; `f` can keep state on the hook."
-    def __init__(self, m, f):
+    "Register `f(hook, module, input, output)` as a forward hook on `m`, or with `backward`, `f(hook, module, grad_input, grad_output)` as a full backward hook; `f` can keep state on the hook."
+    def __init__(self, m, f, backward=False):
         hook_ref = weakref.ref(self)   # a strong reference from the module would keep the hook alive forever
-        def _call(mod, inp, outp):
+        def _call(mod, inp, outp):     # returns None: a backward hook that returned gradients would replace them
             hook = hook_ref()
             if hook is not None: f(hook, mod, inp, outp)
-        self.hook = m.register_forward_hook(_call)
+        self.name, self.backward = type(m).__name__, backward
+        self.hook = (m.register_full_backward_hook if backward else m.register_forward_hook)(_call)
     def remove(self):
         "Unregister the hook (safe to call more than once)."
         self.hook.remove()
     def __enter__(self): return self
     def __exit__(self, *args): self.remove()
     def __del__(self): self.remove()
+    def __repr__(self): return f"Hook({self.name}{', backward' if self.backward else ''})"
+
+# %% ../nbs/10_activations.ipynb #cd04899f
+class ListContainer:
+    "A list that can also be indexed numpy style, by a boolean mask or a list of indices; its repr shows at most `max_show` items."
+    max_show = 10
+    def __init__(self, items=()): self.items = list(items)
+    def __len__(self): return len(self.items)
+    def __iter__(self): return iter(self.items)
+    def __setitem__(self, i, o): self.items[i] = o
+    def __delitem__(self, i): del self.items[i]
+    def __getitem__(self, idx):
+        if isinstance(idx, torch.Tensor): idx = idx.tolist()
+        if isinstance(idx, (int, slice)): return self.items[idx]
+        idx = list(idx)
+        if idx and all(isinstance(o, bool) for o in idx):   # a mask: one bool per item
+            if len(idx) != len(self):
+                raise IndexError(f"A boolean mask of {len(idx)} values for {len(self)} items: give one bool per item.")
+            return [o for o, keep in zip(self.items, idx) if keep]
+        return [self.items[i] for i in idx]
+    def __repr__(self):
+        more = ', ...' if len(self) > self.max_show else ''
+        return f"{type(self).__name__} ({len(self)} items) [{', '.join(map(repr, self.items[:self.max_show]))}{more}]"
 
 # %% ../nbs/10_activations.ipynb #2f9bb2ed
-class Hooks(list):
-    "A list of `Hook`s, one on each module of `ms`, all calling `f`; removed on leaving a `with` block and on deletion."
-    def __init__(self, ms, f): super().__init__(Hook(m, f) for m in ms)
+class Hooks(ListContainer):
+    "A `ListContainer` of `Hook`s, one on each module of `ms`, all calling `f` (on the backward pass with `backward`); removed on leaving a `with` block and on deletion."
+    def __init__(self, ms, f, backward=False): super().__init__(Hook(m, f, backward) for m in ms)
     def __enter__(self): return self
     def __exit__(self, *args): self.remove()
     def __del__(self): self.remove()
@@ -60,13 +79,13 @@ class Hooks(list):
 
 # %% ../nbs/10_activations.ipynb #023a495c
 class HooksCallback(Callback):
-    "During a fit, hook `hookfunc` onto `mods`, or the model's modules passing `mod_filter`; hooks are removed however the fit ends."
-    def __init__(self, hookfunc, mod_filter=fc.noop, on_train=True, on_valid=False, mods=None):
+    "During a fit, hook `hookfunc` onto `mods`, or the model's modules passing `mod_filter` (on the backward pass with `backward`); hooks are removed however the fit ends."
+    def __init__(self, hookfunc, mod_filter=fc.noop, on_train=True, on_valid=False, mods=None, backward=False):
         fc.store_attr()
         self.hooks = Hooks([], hookfunc)
     def before_fit(self, learn):
         mods = self.mods if self.mods is not None else [m for m in learn.model.modules() if self.mod_filter(m)]
-        self.hooks = Hooks(mods, partial(self._hookfunc, learn))
+        self.hooks = Hooks(mods, partial(self._hookfunc, learn), self.backward)
     def _hookfunc(self, learn, *args, **kwargs):
         if (self.on_train and learn.training) or (self.on_valid and not learn.training): self.hookfunc(*args, **kwargs)
     def cleanup_fit(self, learn): self.hooks.remove()

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from fastcore.meta import delegates
 
 # %% auto #0
-__all__ = ['nbdev_test_threads', 'show_image', 'subplots', 'get_grid', 'show_images', 'def_device', 'get_device', 'to_device', 'identity', 'to_cpu', 'set_seed']
+__all__ = ['nbdev_test_threads', 'show_image', 'subplots', 'get_grid', 'show_images', 'def_device', 'get_device', 'to_device', 'identity', 'to_cpu', 'set_seed', 'clean_ipython_hist', 'clean_tb', 'clean_mem']
 
 # %% ../nbs/01_core.ipynb #492422d3
 def nbdev_test_threads() -> int|None:
@@ -149,3 +149,43 @@ def set_seed(seed, deterministic=False):
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
+
+# %% ../nbs/11_initializing.ipynb #c4e2b9c4
+def _ipython_shell():
+    "The running IPython shell, or None: outside IPython there is no output history to clean."
+    ipython = sys.modules.get('IPython')   # never import IPython just to learn that it isn't running
+    return ipython.get_ipython() if ipython is not None else None
+
+def clean_ipython_hist():
+    "Forget the values IPython keeps of past cells (`Out`, `_`, `__`, `___`, `_1`, `_2`...), which keep tensors alive; outside IPython, do nothing."
+    shell = _ipython_shell()
+    if shell is None: return
+    for ns in (shell.user_ns, getattr(shell, 'user_ns_hidden', {})):
+        for name in [k for k in ns if k[:1] == '_' and k[1:].isdigit()]: del ns[name]
+        for name in ('_', '__', '___'):
+            if name in ns: ns[name] = ''
+    out = shell.user_ns.get('_oh')
+    if isinstance(out, dict): out.clear()     # `Out` is the same dict
+    hook = getattr(shell, 'displayhook', None)
+    for name in ('_', '__', '___'):
+        if hasattr(hook, name): setattr(hook, name, '')
+    last = getattr(shell, 'last_execution_result', None)   # the previous cell's value, until this cell ends
+    if last is not None and hasattr(last, 'result'): last.result = None
+
+def clean_tb():
+    "Free what the last unhandled exception keeps alive: clear the local variables of its traceback's frames, then forget it (`sys.last_traceback`, `sys.last_value`...)."
+    tb = getattr(sys, 'last_traceback', None)
+    if tb is not None:
+        traceback.clear_frames(tb)                  # a frame still running is skipped
+        # A debugger that looked at `frame.f_locals` left a copy of the locals there; reading it again refreshes it.
+        for frame, _ in traceback.walk_tb(tb): frame.f_locals
+    for name in ('last_type', 'last_value', 'last_traceback', 'last_exc'):
+        if hasattr(sys, name): setattr(sys, name, None)
+
+def clean_mem():
+    "Free the memory a failed cell left behind: its traceback, IPython's record of cell values, then the garbage; give a GPU's cached memory back."
+    clean_tb()
+    clean_ipython_hist()
+    gc.collect()
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
+    if torch.backends.mps.is_available(): torch.mps.empty_cache()

@@ -4,7 +4,6 @@
 
 # %% ../nbs/11_initializing.ipynb #962d3a4e
 from __future__ import annotations
-import math
 from functools import partial
 
 import torch
@@ -13,25 +12,15 @@ import fastcore.all as fc
 from torch import nn
 import torch.nn.functional as F
 
-from .learner import Callback
 from .activations import Hook
 
 # %% auto #0
-__all__ = ['conv', 'get_model', 'BatchTransformCB', 'init_weights', 'GeneralRelu', 'plot_func', 'lsuv_init']
+__all__ = ['get_model', 'init_weights', 'GeneralRelu', 'plot_func', 'lsuv_init', 'conv', 'BatchTransformCB', 'clean_ipython_hist',
+           'clean_tb', 'clean_mem']
 
 # %% ../nbs/11_initializing.ipynb #49f4cb41
-def _is_batchnorm(norm):
-    "Whether `norm` (a class, or a `partial` of one) makes a batch norm layer."
-    cls = getattr(norm, 'func', norm)
-    return isinstance(cls, type) and 'BatchNorm' in cls.__name__
-
-def conv(ni, nf, ks=3, stride=2, act=nn.ReLU, norm=None, bias=None):
-    "A `ks`x`ks` convolution from `ni` to `nf` channels, then `norm(nf)` and `act()` if given; no bias by default before a batch norm."
-    if bias is None: bias = not _is_batchnorm(norm)
-    layers = [nn.Conv2d(ni, nf, kernel_size=ks, stride=stride, padding=ks//2, bias=bias)]
-    if norm: layers.append(norm(nf))
-    if act: layers.append(act())
-    return nn.Sequential(*layers)
+from .conv import conv
+_all_ = ['conv']
 
 # %% ../nbs/11_initializing.ipynb #24e2f72d
 def get_model(act=nn.ReLU, nfs=None, norm=None):
@@ -42,12 +31,9 @@ def get_model(act=nn.ReLU, nfs=None, norm=None):
     layers += [conv(nfs[i], nfs[i+1], act=act, norm=norm) for i in range(1, len(nfs)-1)]
     return nn.Sequential(*layers, conv(nfs[-1], 10, act=None, norm=None, bias=True), nn.Flatten())
 
-# %% ../nbs/11_initializing.ipynb #aa136fdb
-class BatchTransformCB(Callback):
-    "Before each batch, replace `learn.batch` with `tfm(learn.batch)`: in training if `on_train`, in validation if `on_val`."
-    def __init__(self, tfm, on_train=True, on_val=True): fc.store_attr()
-    def before_batch(self, learn):
-        if (self.on_train and learn.training) or (self.on_val and not learn.training): learn.batch = self.tfm(learn.batch)
+# %% ../nbs/11_initializing.ipynb #3a939dde
+from .learner import BatchTransformCB
+_all_ = ['BatchTransformCB']
 
 # %% ../nbs/11_initializing.ipynb #1ac42aa6
 def init_weights(m, leaky=0., uniform=False):
@@ -98,3 +84,7 @@ def lsuv_init(model, m, m_in, xb, tol=1e-3, max_iters=50):
     raise RuntimeError(f"lsuv_init: after {max_iters} rounds the output of {m} has mean {h.mean:.4f} and std {h.std:.4f}, "
                        f"not 0 and 1 within {tol}. Its activation may be unable to produce mean 0 (a plain ReLU's outputs "
                        f"are never negative: use GeneralRelu with a leak or sub), or it needs a larger max_iters.")
+
+# %% ../nbs/11_initializing.ipynb #022a0147
+from .core import clean_ipython_hist, clean_tb, clean_mem
+_all_ = ['clean_ipython_hist', 'clean_tb', 'clean_mem']

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from miniai.datasets import DataLoaders
 from miniai.learner import Callback, CancelFitException, CancelEpochException, TrainLearner
-from miniai.activations import (set_seed, Hook, Hooks, HooksCallback, append_stats, get_hist, get_min,
+from miniai.activations import (set_seed, ListContainer, Hook, Hooks, HooksCallback, append_stats, get_hist, get_min,
                                 ActivationStats)
 
 
@@ -197,3 +197,70 @@ def test_activation_stats_bad_use():
     onlyvalid = ActivationStats(lambda m: isinstance(m, nn.ReLU))
     TrainLearner(model, tiny_dls(), F.cross_entropy, cbs=[onlyvalid]).fit(1, train=False)
     with pytest.raises(ValueError, match='recorded nothing'): onlyvalid.dead_chart()
+
+
+# ---------- ListContainer, backward hooks, imports ----------
+
+
+def test_list_container_indexing():
+    lc = ListContainer('abcdef')
+    assert lc[0] == 'a' and lc[-1] == 'f' and lc[1:3] == ['b', 'c']
+    assert lc[[True, False, True, False, False, True]] == ['a', 'c', 'f']
+    assert lc[torch.tensor([False, True] * 3)] == ['b', 'd', 'f']
+    assert lc[[4, 0, 4]] == ['e', 'a', 'e'] and lc[torch.tensor([1, 2])] == ['b', 'c'] and lc[torch.tensor(3)] == 'd'
+    assert lc[[]] == []
+    with pytest.raises(IndexError, match='one bool per item'): lc[[True, False]]
+    with pytest.raises(IndexError): lc[[0, 9]]
+    lc[1] = 'B'; del lc[0]
+    assert list(lc) == ['B', 'c', 'd', 'e', 'f'] and len(lc) == 5
+
+def test_list_container_repr_is_short():
+    assert repr(ListContainer([1, 2])) == 'ListContainer (2 items) [1, 2]'
+    r = repr(ListContainer(range(100)))
+    assert r == 'ListContainer (100 items) [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ...]'
+    assert repr(ListContainer(range(10))).endswith('9]')          # exactly ten: no ellipsis
+
+def test_hooks_is_a_list_container():
+    model = tiny_model()
+    with Hooks(model, record) as hs:
+        assert isinstance(hs, ListContainer)
+        relus = hs[[isinstance(m, nn.ReLU) for m in model]]
+        assert len(relus) == 2 and all(isinstance(h, Hook) for h in relus)
+        assert repr(hs).startswith('Hooks (7 items) [Hook(Conv2d), Hook(ReLU)')
+
+def test_backward_hook_sees_output_gradient():
+    lin = nn.Linear(3, 2)
+    x = torch.randn(5, 3, requires_grad=True)
+    def keep(hook, mod, grad_in, grad_out): hook.grad_in, hook.grad_out = grad_in[0], grad_out[0]
+    with Hook(lin, keep, backward=True) as h:
+        y = lin(x)
+        (y * torch.tensor([1., -2.])).sum().backward()
+        assert len(lin._backward_hooks) == 1 and len(lin._forward_hooks) == 0
+    assert len(lin._backward_hooks) == 0
+    assert torch.allclose(h.grad_out, torch.tensor([1., -2.]).expand(5, 2))
+    assert torch.allclose(h.grad_in, x.grad)
+    assert torch.allclose(h.grad_out.t() @ x.detach(), lin.weight.grad)
+    assert repr(h) == 'Hook(Linear, backward)'
+
+def test_backward_hook_cannot_change_gradients():
+    lin = nn.Linear(3, 2)
+    x = torch.randn(4, 3, requires_grad=True)
+    lin(x).sum().backward(); expected = x.grad.clone(); x.grad = None
+    with Hook(lin, lambda hook, m, gi, go: (torch.zeros_like(gi[0]),), backward=True):   # returns a replacement: ignored
+        lin(x).sum().backward()
+    assert torch.equal(x.grad, expected)
+
+def test_hooks_callback_backward_records_training_gradients():
+    def grad_std(hook, mod, grad_in, grad_out): hook.n = getattr(hook, 'n', 0) + 1
+    model = tiny_model()
+    cb = HooksCallback(grad_std, mod_filter=lambda m: isinstance(m, nn.ReLU), backward=True, on_valid=True)
+    TrainLearner(model, tiny_dls(n=64, bs=16), F.cross_entropy, lr=0.1, cbs=[cb]).fit(1)
+    assert [h.n for h in cb] == [4, 4]                 # the 4 training batches; validation has no backward pass
+    assert all(len(m._backward_hooks) == 0 for m in model.modules())
+
+def test_activations_does_not_import_hugging_face_datasets():
+    import subprocess, sys
+    code = ("import sys, miniai.activations as a, miniai.core as c; "
+            "assert a.set_seed is c.set_seed and a.to_cpu is c.to_cpu; print('datasets' in sys.modules)")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == 'False'

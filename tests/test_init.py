@@ -26,17 +26,27 @@ def test_general_relu_keeps_input():
     GeneralRelu(leak=0.1, sub=0.4, maxv=1.)(x)
     assert torch.equal(x, torch.tensor([-1., 5.]))
 
-class RunningBatchNorm(nn.Module):   # stands for the hand-made batch norms of 12_batchnorm
+class CancelsBias(nn.Module):     # stands for the hand-made batch norms of 12_batchnorm
+    cancels_bias = True
+    def __init__(self, nf): super().__init__()
+    def forward(self, x): return x - x.mean((0, 2, 3), keepdim=True)
+
+class NamedBatchNorm(nn.Module):  # a name is not enough: it does not declare that it cancels a bias
     def __init__(self, nf): super().__init__()
     def forward(self, x): return x
 
 @pytest.mark.parametrize('norm,has_bias', [(None, True), (nn.BatchNorm2d, False), (partial(nn.BatchNorm2d, eps=1e-3), False),
-                                           (RunningBatchNorm, False), (nn.InstanceNorm2d, True),
-                                           (partial(nn.GroupNorm, 2), True)])
+                                           (nn.SyncBatchNorm, False), (CancelsBias, False), (NamedBatchNorm, True),
+                                           (nn.InstanceNorm2d, True), (partial(nn.GroupNorm, 2), True)])
 def test_conv_bias_rule(norm, has_bias):
     c = conv(4, 8, norm=norm)
     assert (c[0].bias is not None) == has_bias
-    assert c(torch.zeros(2, 4, 10, 10)).shape == (2, 8, 5, 5)
+    if norm is not nn.SyncBatchNorm: assert c.eval()(torch.zeros(2, 4, 10, 10)).shape == (2, 8, 5, 5)
+
+def test_conv_is_the_one_conv():
+    import miniai.conv, miniai.init
+    assert miniai.init.conv is miniai.conv.conv
+    assert isinstance(conv(1, 2, act=True)[-1], nn.ReLU) and len(conv(1, 2, act=False)) == 1
 
 def test_conv_explicit_bias_and_act():
     assert conv(1, 2, norm=nn.BatchNorm2d, bias=True)[0].bias is not None
@@ -87,18 +97,32 @@ def test_lsuv_init_bad_input():
     nb = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), GeneralRelu(0.1, 0.4))
     with pytest.raises(ValueError, match='bias'): lsuv_init(nb, nb[1], nb[0], xb)
 
-def test_batch_transform_cb_flags():
+def _seen_means(cb):
+    "The mean input of each training and each validation batch after `cb`, on a batch of 2s."
     x, y = torch.full((8, 1, 28, 28), 2.), torch.zeros(8).long()
     dls = DataLoaders(DataLoader(TensorDataset(x, y), 4), DataLoader(TensorDataset(x, y), 4))
-    for on_train, on_val in ((True, True), (True, False), (False, True)):
-        seen = {True: [], False: []}
-        class Seen(Callback):
-            order = 5
-            def before_batch(self, learn): seen[learn.training].append(learn.batch[0].mean().item())
-        cb = BatchTransformCB(lambda b: (b[0] - 2., b[1]), on_train=on_train, on_val=on_val)
-        TrainLearner(get_model(), dls, F.cross_entropy, lr=0., cbs=[cb, Seen()]).fit(1)
+    seen = {True: [], False: []}
+    class Seen(Callback):
+        order = 5
+        def before_batch(self, learn): seen[learn.training].append(learn.batch[0].mean().item())
+    TrainLearner(get_model(), dls, F.cross_entropy, lr=0., cbs=[cb, Seen()]).fit(1)
+    return seen
+
+def minus_two(b): return b[0] - 2., b[1]
+
+@pytest.mark.parametrize('on_train,on_valid', [(True, True), (True, False), (False, True)])
+def test_batch_transform_cb_flags(on_train, on_valid):
+    for cb in (BatchTransformCB(minus_two, on_train=on_train, on_valid=on_valid),
+               BatchTransformCB(minus_two, on_train, on_valid),                      # positionally
+               BatchTransformCB(minus_two, on_train=on_train, on_val=on_valid)):     # the lessons' name
+        seen = _seen_means(cb)
         assert seen[True] == [0. if on_train else 2.] * 2
-        assert seen[False] == [0. if on_val else 2.] * 2
+        assert seen[False] == [0. if on_valid else 2.] * 2
+
+def test_batch_transform_cb_lives_in_learner():
+    import miniai.learner, miniai.init
+    assert miniai.init.BatchTransformCB is miniai.learner.BatchTransformCB
+    assert BatchTransformCB(minus_two).on_valid and not BatchTransformCB(minus_two, on_val=False).on_valid
 
 def test_plot_func():
     import matplotlib; matplotlib.use('Agg')
@@ -108,3 +132,69 @@ def test_plot_func():
     assert list(line.get_xdata()) == [-2., -1., 0., 1., 2.]
     assert torch.allclose(torch.tensor(line.get_ydata()), torch.tensor([-0.6, -0.5, -0.4, 0.6, 1.6]))
     plt.close('all')
+
+
+# ---------- memory helpers (exported to miniai.core, re-exported here) ----------
+import gc, subprocess, sys, weakref
+from miniai.init import clean_ipython_hist, clean_tb, clean_mem
+
+def _fail_holding(refs):
+    big = torch.zeros(1000)
+    refs.append(weakref.ref(big))
+    raise ValueError('failed with a tensor in a local variable')
+
+def test_clean_tb_frees_what_a_traceback_holds(monkeypatch):
+    for name in ('last_type', 'last_value', 'last_traceback'): monkeypatch.setattr(sys, name, None, raising=False)
+    refs = []
+    try: _fail_holding(refs)
+    except ValueError: sys.last_type, sys.last_value, sys.last_traceback = sys.exc_info()   # as IPython does for a failed cell
+    gc.collect()
+    assert refs[0]() is not None                   # only the stored traceback keeps it
+    clean_tb(); gc.collect()
+    assert refs[0]() is None
+    assert sys.last_traceback is None and sys.last_value is None
+
+def test_clean_tb_keeps_module_level_variables(monkeypatch):
+    ns = {}
+    try: exec("import torch\nkept = torch.ones(2)\nraise KeyError('k')", ns)
+    except KeyError: monkeypatch.setattr(sys, 'last_traceback', sys.exc_info()[2], raising=False)
+    clean_tb()
+    assert torch.equal(ns['kept'], torch.ones(2))  # a notebook's globals are not a traceback's locals
+
+def test_memory_helpers_never_fail_outside_a_kernel(monkeypatch):
+    for name in ('last_type', 'last_value', 'last_traceback', 'last_exc'): monkeypatch.delattr(sys, name, raising=False)
+    assert clean_tb() is None and clean_ipython_hist() is None and clean_mem() is None   # nothing stored: nothing to do
+    refs = []
+    try: _fail_holding(refs)
+    except ValueError: sys.last_type, sys.last_value, sys.last_traceback = sys.exc_info()
+    clean_mem()
+    assert refs[0]() is None
+
+def test_clean_ipython_hist_in_a_shell():
+    # In a fresh process, so that the IPython shell this starts does not leak into other tests.
+    code = """
+import gc, weakref, torch
+from execnb.shell import CaptureShell
+from execnb.nbio import mk_cell
+shell = CaptureShell()
+cells = ['import gc, weakref, torch\\nfrom miniai.init import clean_ipython_hist\\nt = torch.zeros(1000)\\nr = weakref.ref(t)',
+         't', 't', 'del t; gc.collect(); print(r() is not None)', 'clean_ipython_hist(); gc.collect(); print(r() is None, len(Out))']
+for src in cells:
+    shell.cell(c := mk_cell(src))
+    for o in c.outputs:
+        if o.get('output_type') == 'stream': print(''.join(o['text']).strip())
+print(shell.user_ns['r']() is None)
+"""
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ['True', 'True', '0', 'True']
+
+def test_clean_tb_frees_locals_a_debugger_looked_at(monkeypatch):
+    refs = []
+    try: _fail_holding(refs)
+    except ValueError: exc_info = sys.exc_info()
+    monkeypatch.setattr(sys, 'last_traceback', exc_info[2], raising=False)
+    frames = [frame for frame, _ in __import__('traceback').walk_tb(exc_info[2])]
+    assert 'big' in frames[-1].f_locals            # looking at the locals leaves a copy of them on the frame
+    clean_tb(); gc.collect()
+    assert refs[0]() is None                       # freed although the traceback itself is still referenced here
+    del exc_info, frames
