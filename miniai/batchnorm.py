@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['BatchNorm', 'LayerNorm', 'InstanceNorm', 'RunningBatchNorm']
+__all__ = ['BatchNorm', 'LayerNorm', 'InstanceNorm', 'GroupNorm', 'RunningBatchNorm']
 
 # %% ../nbs/12_batchnorm.ipynb #fc94860e
 def _check_channels(layer, x):
@@ -19,6 +19,7 @@ def _check_channels(layer, x):
 
 class BatchNorm(nn.Module):
     "Batch norm for images: normalise each channel with the batch's statistics while training, running averages at inference."
+    cancels_bias = True   # it subtracts each channel's batch mean, and with it any bias the layer before added: `conv` drops that bias
     def __init__(self, nf, mom=0.1, eps=1e-5):
         super().__init__()
         self.nf, self.mom, self.eps = nf, mom, eps
@@ -64,10 +65,35 @@ class LayerNorm(nn.Module):
 class InstanceNorm(LayerNorm):
     "Instance norm: normalise each item's each channel over its height and width; no running statistics."
     dims = (2, 3)
+    cancels_bias = True   # each item's each channel loses its mean, and with it any bias added to that channel
+
+# %% ../nbs/12_batchnorm.ipynb #67883e22
+class GroupNorm(nn.Module):
+    "Group norm for images: split the `nf` channels into `groups` groups; normalise each item's each group over its channels, height and width."
+    def __init__(self, groups, nf, eps=1e-5):
+        super().__init__()
+        if groups < 1 or nf % groups:
+            raise ValueError(f"GroupNorm: {nf} channels cannot be split into {groups} groups of equal size; "
+                             f"use a number of groups that divides {nf}.")
+        self.groups, self.nf, self.eps = groups, nf, eps
+        self.mults = nn.Parameter(torch.ones(nf, 1, 1))
+        self.adds = nn.Parameter(torch.zeros(nf, 1, 1))
+
+    @property
+    def cancels_bias(self): return self.groups == self.nf   # one channel per group: each channel loses its own mean
+
+    def forward(self, x):
+        _check_channels(self, x)
+        n, c, h, w = x.shape
+        g = x.reshape(n, self.groups, c // self.groups, h, w)
+        mean = g.mean((2, 3, 4), keepdim=True)
+        var = g.var((2, 3, 4), keepdim=True, correction=0)
+        return ((g - mean) / (var + self.eps).sqrt()).reshape(n, c, h, w) * self.mults + self.adds
 
 # %% ../nbs/12_batchnorm.ipynb #54477a4b
 class RunningBatchNorm(nn.Module):
     "Batch norm that normalises with debiased running statistics (sums, squares, counts) in training too, so tiny batches work."
+    cancels_bias = True   # like BatchNorm it subtracts each channel's mean (a running one), which takes in any bias before it
     def __init__(self, nf, mom=0.1, eps=1e-5, min_items=20, min_var=0.01):
         super().__init__()
         self.nf, self.mom, self.eps, self.min_items, self.min_var = nf, mom, eps, min_items, min_var

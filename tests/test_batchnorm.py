@@ -149,3 +149,55 @@ def test_bad_shapes_give_clear_errors(cls):
         layer(torch.randn(2, 4, 5, 5))
     with pytest.raises(ValueError, match=r'got \(2, 8\)'):
         layer(torch.randn(2, 8))
+
+
+# ---------- group norm from scratch, and which layers cancel a bias ----------
+from functools import partial
+from miniai.batchnorm import GroupNorm
+from miniai.conv import conv
+
+
+@pytest.mark.parametrize('groups', [1, 2, 3, 6])
+def test_group_norm_matches_pytorch(groups):
+    torch.manual_seed(groups)
+    x = torch.randn(4, 6, 3, 5) * torch.arange(1., 7.)[:, None, None] - 3
+    ours, theirs = GroupNorm(groups, 6, eps=1e-3), nn.GroupNorm(groups, 6, eps=1e-3)
+    with torch.no_grad():
+        theirs.weight.uniform_(0.5, 2); theirs.bias.normal_()
+        ours.mults.copy_(theirs.weight[:, None, None]); ours.adds.copy_(theirs.bias[:, None, None])
+    xa, xt = x.clone().requires_grad_(), x.clone().requires_grad_()
+    oa, ot = ours(xa), theirs(xt)
+    assert close(oa, ot, 1e-4)
+    w = torch.randn_like(oa)
+    (oa * w).sum().backward(); (ot * w).sum().backward()
+    assert close(xa.grad, xt.grad, 1e-4) and close(ours.adds.grad.flatten(), theirs.bias.grad, 1e-4)
+    assert close(ours(x[1:2]), oa[1:2].detach(), 1e-5)      # no dependence on the rest of the batch
+
+
+def test_group_norm_ends_are_layer_and_instance_norm():
+    x = torch.randn(3, 4, 5, 5) * 2 + 1
+    assert close(GroupNorm(1, 4)(x), LayerNorm(4)(x), 1e-5)
+    assert close(GroupNorm(4, 4)(x), InstanceNorm(4)(x), 1e-5)
+    assert not close(GroupNorm(2, 4)(x), LayerNorm(4)(x), 1e-2)
+
+
+def test_group_norm_bad_input():
+    with pytest.raises(ValueError, match='divides 6'): GroupNorm(4, 6)
+    with pytest.raises(ValueError, match='divides 6'): GroupNorm(0, 6)
+    with pytest.raises(ValueError, match=r'GroupNorm\(nf=6\) expects'): GroupNorm(2, 6)(torch.randn(2, 4, 3, 3))
+
+
+@pytest.mark.parametrize('norm,cancels', [(BatchNorm, True), (RunningBatchNorm, True), (InstanceNorm, True),
+                                          (LayerNorm, False), (partial(GroupNorm, 4), False), (partial(GroupNorm, 8), True)])
+def test_which_norms_cancel_a_bias(norm, cancels):
+    assert (conv(3, 8, norm=norm)[0].bias is None) == cancels
+    # the claim itself: with a bias forced in, shifting it per channel changes the output only where it is not
+    # cancelled (fresh layers, so a running batch norm's statistics are those of this batch)
+    import copy
+    torch.manual_seed(0)
+    c = conv(3, 8, norm=norm, act=None, bias=True)
+    shifted = copy.deepcopy(c)
+    with torch.no_grad(): shifted[0].bias += torch.linspace(-2, 2, 8)
+    x = torch.randn(4, 3, 6, 6)
+    changed = (shifted(x) - c(x)).abs().max().item()
+    assert (changed < 1e-3) == cancels
