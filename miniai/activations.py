@@ -88,7 +88,8 @@ class HooksCallback(Callback):
         self.hooks = Hooks(mods, partial(self._hookfunc, learn), self.backward)
     def _hookfunc(self, learn, *args, **kwargs):
         if (self.on_train and learn.training) or (self.on_valid and not learn.training): self.hookfunc(*args, **kwargs)
-    def cleanup_fit(self, learn): self.hooks.remove()
+    def after_fit(self, learn): self.hooks.remove()     # for a Learner without cleanup events, as lesson 15 first writes one
+    def cleanup_fit(self, learn): self.hooks.remove()   # however the fit ends
     def __iter__(self): return iter(self.hooks)
     def __len__(self): return len(self.hooks)
 

@@ -264,3 +264,23 @@ def test_activations_does_not_import_hugging_face_datasets():
             "assert a.set_seed is c.set_seed and a.to_cpu is c.to_cpu; print('datasets' in sys.modules)")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == 'False'
+
+class EventsOnlyLearner(TrainLearner):
+    "A Learner that raises only the before_/after_ events, as lesson 15 first writes one (no cleanup events)."
+    def callback(self, method_nm):
+        if not method_nm.startswith('cleanup_'): super().callback(method_nm)
+
+def test_callbacks_under_a_learner_without_cleanup_events():
+    from miniai.learner import BatchTransformCB
+    model = tiny_model()
+    stats = ActivationStats(lambda m: isinstance(m, nn.ReLU))
+    grads = HooksCallback(record, mod_filter=lambda m: isinstance(m, nn.ReLU), backward=True)
+    seen = []
+    class Seen(Callback):
+        order = 5
+        def before_batch(self, learn): seen.append(learn.batch[0].abs().max().item())
+    EventsOnlyLearner(model, tiny_dls(), F.cross_entropy, lr=0.1,
+                      cbs=[stats, grads, BatchTransformCB(lambda b: (b[0]*0, b[1])), Seen()]).fit(1)
+    assert all(len(m._forward_hooks) == 0 and len(m._backward_hooks) == 0 for m in model.modules())   # removed in after_fit
+    assert len(list(stats)[0].stats[0]) == 4 and [h.calls for h in grads] == [4, 4]
+    assert seen == [0.] * 8                                                                          # 4 train + 4 valid
