@@ -14,7 +14,7 @@ __all__ = ['conv', 'collate_device', 'get_device', 'def_device', 'to_device']
 
 # %% ../nbs/07_convolutions.ipynb #104e23ed
 def _cancels_bias(layer) -> bool:
-    "Whether `layer` subtracts each channel's mean over the batch, which makes a bias just before it pointless."
+    "Whether `layer` subtracts each channel's mean (PyTorch's batch norms, or a layer with `cancels_bias = True`): a bias just before it would be pointless."
     return isinstance(layer, nn.modules.batchnorm._BatchNorm) or getattr(layer, 'cancels_bias', False)
 
 def conv(ni, nf, ks=3, stride=2, act=nn.ReLU, norm=None, bias=None):
