@@ -137,3 +137,6 @@ class AccelerateCB(Callback):
         self.quiet.__exit__(None, None, None)
         release_steps(learn, 'backward')
         (learn.model, learn.opt, learn.dls), self.plain = self.plain, None
+        # Drop the wrapped model now: one still alive when the interpreter exits can make gloo abort the process.
+        self.wrapped = None
+        self.acc.free_memory()
