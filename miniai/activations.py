@@ -81,11 +81,12 @@ class Hooks(ListContainer):
 class HooksCallback(Callback):
     "During a fit, hook `hookfunc` onto `mods`, or the model's modules passing `mod_filter` (on the backward pass with `backward`); hooks are removed however the fit ends."
     def __init__(self, hookfunc, mod_filter=fc.noop, on_train=True, on_valid=False, mods=None, backward=False):
-        fc.store_attr()
+        fc.store_attr(but='backward')
+        self.on_backward = backward   # not `self.backward`: that is the name of a training step, which callbacks supply
         self.hooks = Hooks([], hookfunc)
     def before_fit(self, learn):
         mods = self.mods if self.mods is not None else [m for m in learn.model.modules() if self.mod_filter(m)]
-        self.hooks = Hooks(mods, partial(self._hookfunc, learn), self.backward)
+        self.hooks = Hooks(mods, partial(self._hookfunc, learn), self.on_backward)
     def _hookfunc(self, learn, *args, **kwargs):
         if (self.on_train and learn.training) or (self.on_valid and not learn.training): self.hookfunc(*args, **kwargs)
     def after_fit(self, learn): self.hooks.remove()     # for a Learner without cleanup events, as lesson 15 first writes one

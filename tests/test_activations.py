@@ -9,15 +9,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from miniai.datasets import DataLoaders
-from miniai.learner import Callback, CancelFitException, CancelEpochException, TrainLearner
+from conftest import LessonLearner, make_tiny_dls
+from miniai.learner import Callback, CancelFitException, CancelEpochException, TrainLearner, TrainCB
 from miniai.activations import (set_seed, ListContainer, Hook, Hooks, HooksCallback, append_stats, get_hist, get_min,
                                 ActivationStats)
 
 
-def tiny_dls(n=64, bs=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x, y = torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 3, (n,), generator=g)
-    return DataLoaders(DataLoader(TensorDataset(x, y), bs, shuffle=True), DataLoader(TensorDataset(x, y), bs))
+def tiny_dls(n=64, bs=16, seed=0): return make_tiny_dls(n, n, bs, x_shape=(1, 8, 8), n_classes=3, shuffle=True, seed=seed)
 
 def tiny_model():
     return nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.Conv2d(4, 8, 3, 2, 1), nn.ReLU(),
@@ -265,11 +263,6 @@ def test_activations_does_not_import_hugging_face_datasets():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == 'False'
 
-class EventsOnlyLearner(TrainLearner):
-    "A Learner that raises only the before_/after_ events, as lesson 15 first writes one (no cleanup events)."
-    def callback(self, method_nm):
-        if not method_nm.startswith('cleanup_'): super().callback(method_nm)
-
 def test_callbacks_under_a_learner_without_cleanup_events():
     from miniai.learner import BatchTransformCB
     model = tiny_model()
@@ -279,8 +272,8 @@ def test_callbacks_under_a_learner_without_cleanup_events():
     class Seen(Callback):
         order = 5
         def before_batch(self, learn): seen.append(learn.batch[0].abs().max().item())
-    EventsOnlyLearner(model, tiny_dls(), F.cross_entropy, lr=0.1,
-                      cbs=[stats, grads, BatchTransformCB(lambda b: (b[0]*0, b[1])), Seen()]).fit(1)
+    LessonLearner(model, tiny_dls(), F.cross_entropy, 0.1,
+                  [TrainCB(), stats, grads, BatchTransformCB(lambda b: (b[0]*0, b[1])), Seen()]).fit(1)
     assert all(len(m._forward_hooks) == 0 and len(m._backward_hooks) == 0 for m in model.modules())   # removed in after_fit
     assert len(list(stats)[0].stats[0]) == 4 and [h.calls for h in grads] == [4, 4]
     assert seen == [0.] * 8                                                                          # 4 train + 4 valid
