@@ -17,20 +17,12 @@ from .core import to_cpu
 from .learner import Learner, Callback, CancelEpochException, BaseSchedCB
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'atomic_write', 'atomic_save', 'rng_states', 'set_rng_states',
-           'CheckpointError', 'read_checkpoint', 'check_model_state', 'GatherPredsCB', 'is_main_process',
-           'CheckpointCB']
+__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'atomic_save', 'rng_states', 'set_rng_states', 'CheckpointError',
+           'read_checkpoint', 'check_model_state', 'GatherPredsCB', 'is_main_process', 'CheckpointCB', 'atomic_write']
 
 # %% ../nbs/14_checkpoint.ipynb #074d6838
-def atomic_write(path, write):
-    "Call `write(tmp)` to write a temporary file beside `path`, then rename it to `path`: `path` is always either the old file or the whole new one, never half of one."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    try:
-        write(tmp)
-        os.replace(tmp, path)   # atomic on POSIX and Windows when both are on one file system
-    finally: tmp.unlink(missing_ok=True)
+from .core import atomic_write
+_all_ = ['atomic_write']
 
 def atomic_save(obj, path):
     "`torch.save(obj, path)`, atomically (through `atomic_write`)."

@@ -4,8 +4,9 @@
 
 # %% ../nbs/01_core.ipynb #e08a3844
 from __future__ import annotations
-import gc, math, os, random, sys, traceback
+import gc, math, os, random, shutil, sys, traceback
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ import matplotlib.pyplot as plt
 from fastcore.meta import delegates
 
 # %% auto #0
-__all__ = ['nbdev_test_threads', 'show_image', 'subplots', 'get_grid', 'show_images', 'def_device', 'get_device', 'to_device', 'identity', 'to_cpu', 'set_seed', 'clean_ipython_hist', 'clean_tb', 'clean_mem']
+__all__ = ['nbdev_test_threads', 'remove_path', 'atomic_write', 'show_image', 'subplots', 'get_grid', 'show_images', 'def_device', 'get_device', 'to_device', 'identity', 'to_cpu', 'set_seed', 'clean_ipython_hist', 'clean_tb', 'clean_mem']
 
 # %% ../nbs/01_core.ipynb #492422d3
 def nbdev_test_threads() -> int|None:
@@ -23,6 +24,25 @@ def nbdev_test_threads() -> int|None:
     return max(1, cores // min(cores, 8))   # nbdev_test's default: one worker per core, at most 8
 
 if nbdev_test_threads() is not None and 'OMP_NUM_THREADS' not in os.environ: torch.set_num_threads(nbdev_test_threads())
+
+# %% ../nbs/03_data.ipynb #52d1d2cc
+def remove_path(path):
+    "Delete the file or folder `path`, if it is there."
+    path = Path(path)
+    if path.is_dir(): shutil.rmtree(path, ignore_errors=True)
+    else: path.unlink(missing_ok=True)
+
+def atomic_write(path, write):
+    "Call `write(tmp)` to make a file or folder `tmp` beside `path`, then rename it to `path`: `path` is never half-written. A file replaces the old one; a folder another process put at `path` first is kept."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    try:
+        write(tmp)
+        try: os.replace(tmp, path)   # atomic on POSIX and Windows within one file system
+        except OSError:
+            if not (tmp.is_dir() and path.is_dir()): raise   # a folder can't replace a folder: the first one stays
+    finally: remove_path(tmp)
 
 # %% ../nbs/05_datasets.ipynb #14568463
 def _image_array(im) -> np.ndarray:

@@ -72,6 +72,9 @@ def idx_files(folder) -> dict|None:
     res = {split: (_find_idx(folder, p, 'images'), _find_idx(folder, p, 'labels')) for split,p in _IDX_SPLITS.items()}
     return None if any(f is None for pair in res.values() for f in pair) else res
 
+# %% ../nbs/03_data.ipynb #0602fcdf
+from .core import atomic_write, remove_path
+
 # %% ../nbs/03_data.ipynb #0cfe5205
 CACHE_ENV = 'MINIAI_CACHE'
 
@@ -79,24 +82,14 @@ def cache_dir() -> Path:
     "Where converted datasets are kept: `$MINIAI_CACHE`, else `~/.cache/miniai`."
     return Path(os.environ.get(CACHE_ENV) or Path.home()/'.cache'/'miniai')
 
-def _remove(path:Path):
-    if path.is_dir(): shutil.rmtree(path, ignore_errors=True)
-    else: path.unlink(missing_ok=True)
-
 def cached(kind:str, key:list, make, save, load):
     "Cache entry `kind` for `key` (JSON-able): `load(path)` if present, else `make()`, `save`d atomically, then `load`ed."
     path = cache_dir()/f"{kind}-{hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]}"
     if path.exists():
         try: return load(path)
-        except Exception: _remove(path)            # damaged: make it again
+        except Exception: remove_path(path)        # damaged: make it again
     value = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
-    try:
-        save(value, tmp)
-        try: tmp.rename(path)
-        except OSError: pass                       # another process renamed its copy first: use that one
-    finally: _remove(tmp)
+    atomic_write(path, lambda tmp: save(value, tmp))
     return load(path)
 
 # %% ../nbs/03_data.ipynb #5aabc962

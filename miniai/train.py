@@ -17,13 +17,13 @@ from torch.optim import lr_scheduler
 from torcheval.metrics import MulticlassAccuracy
 from fastcore.script import call_parse, store_true
 
-from .core import def_device
+from .core import def_device, atomic_write
 from .datasets import load_fashion_mnist, decoded_dls
 from .learner import Callback, TrainLearner, DeviceCB, MetricsCB, ProgressCB, BatchSchedCB
 from .activations import set_seed
 from .init import get_model, init_weights, BatchTransformCB
 from .batchnorm import LayerNorm, RunningBatchNorm
-from .checkpoint import CheckpointCB, read_checkpoint, is_main_process, atomic_write
+from .checkpoint import CheckpointCB, read_checkpoint, is_main_process
 
 # %% auto #0
 __all__ = ['NORMS', 'RUN_FILES', 'normalise_batch', 'input_stats', 'get_learner', 'train', 'read_rows', 'write_rows', 'RunLogCB',

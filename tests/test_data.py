@@ -110,7 +110,7 @@ def test_cached_failed_save_leaves_nothing_and_damaged_entry_is_remade(cache):
 def test_cached_keeps_the_entry_another_process_wrote_first(cache):
     def save_while_another_process_finishes(v, p):
         p.mkdir(); (p/'mine').write_text(v)
-        theirs = p.with_name(p.name.split('.tmp')[0])                  # the entry itself: their rename lands first
+        theirs = p.with_name(p.name.split('.tmp')[0].lstrip('.'))      # the entry itself: their rename lands first
         theirs.mkdir(); (theirs/'theirs').write_text('theirs')
     got = cached('t', [1], lambda: 'mine', save_while_another_process_finishes, lambda p: sorted(q.name for q in p.iterdir()))
     assert got == ['theirs'] and len(cache_entries(cache)) == 1        # theirs is used, ours removed
