@@ -15,7 +15,7 @@ default) whose class is a brighter band of rows, so no data files are needed and
     python bench/cuda_main.py --synthetic                      # on a machine with a GPU
     python bench/cuda_main.py --synthetic --device cpu --n_train 2000 --n_valid 500 --epochs 1 --rounds 1   # a dry run
 """
-import contextlib, copy, io, sys, time, warnings
+import contextlib, copy, io, linecache, sys, time, warnings
 from collections import Counter
 from pathlib import Path
 from statistics import median
@@ -113,8 +113,8 @@ def count_syncs(dls, device):
     n_batches = len(dls.train) + len(dls.valid)
     print(f'  {len(syncs)} waits in one epoch of {len(dls.train)} training + {len(dls.valid)} validation batches: '
           f'{len(syncs)/n_batches:.2f} per batch')
-    for (fn, line), n in Counter((Path(w.filename).name, w.lineno) for w in syncs).most_common(8):
-        print(f'    {n:6}  {fn}:{line}')
+    for (fn, line), n in Counter((w.filename, w.lineno) for w in syncs).most_common(8):
+        print(f'    {n:6}  {Path(fn).name}:{line}  {linecache.getline(fn, line).strip()}')
 
 
 def learner_epoch(model, dls, lr, device):
