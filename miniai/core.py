@@ -136,7 +136,10 @@ def_device = get_device()
 # %% ../nbs/07_convolutions.ipynb #3feb793e
 def to_device(x, device=def_device):
     "Move `x` to `device`: tensors are moved; mappings, lists and tuples are rebuilt with their contents moved; anything else is returned unchanged."
-    if isinstance(x, torch.Tensor): return x.to(device)
+    if isinstance(x, torch.Tensor):
+        # CPU -> CUDA without waiting: the copy is queued like the work that uses it. (Only that way round: a copy to
+        # the CPU must finish before the CPU reads it.)
+        return x.to(device, non_blocking=x.device.type == 'cpu' and torch.device(device).type == 'cuda')
     if isinstance(x, Mapping):
         moved = {k: to_device(v, device) for k,v in x.items()}
         try: return type(x)(moved)

@@ -24,6 +24,7 @@ from .activations import set_seed
 from .init import get_model, init_weights, BatchTransformCB
 from .batchnorm import LayerNorm, RunningBatchNorm
 from .checkpoint import CheckpointCB, read_checkpoint, is_main_process
+from .accel import AccelerateCB   # Accelerate itself is imported only when a fit starts
 
 # %% auto #0
 __all__ = ['NORMS', 'RUN_FILES', 'normalise_batch', 'input_stats', 'get_learner', 'train', 'read_rows', 'write_rows', 'RunLogCB',
@@ -143,6 +144,8 @@ def parse_widths(widths:str) -> tuple:
     try: nfs = tuple(int(w) for w in widths.split(','))
     except ValueError: nfs = ()
     if not nfs or min(nfs) < 1: raise RunError(f"--widths {widths}: give the channels of each conv layer as positive whole numbers, e.g. 16,32,64,128.")
+    if len(nfs) != 4: raise RunError(f"--widths {widths}: give four widths: four stride-2 layers take a 28x28 image to 2x2, and the last "
+                                     f"layer makes the 1x1 class scores.")
     return (1, *nfs)
 
 def read_args(folder) -> dict:
@@ -205,8 +208,10 @@ def _run(args:dict):
     if main_process and not args['resume']:   # the folder and device as used, everything else as given
         (folder/'args.json').write_text(json.dumps({**args, 'out': str(folder), 'device': device}, indent=1))
     ckpt = CheckpointCB(folder, monitor='accuracy', mode='max', resume=bool(args['resume']))
+    # Started by torchrun or `accelerate launch` as several processes: Accelerate shares out the batches (15_accel).
+    launched = int(os.environ.get('WORLD_SIZE', '1')) > 1
     _, acc = train(args['epochs'], args['bs'], args['lr'], args['seed'], parse_widths(args['widths']), dsd,
-                   cbs=[RunLogCB(folder), ckpt], norm=args['norm'], device=device)
+                   cbs=[RunLogCB(folder), ckpt] + ([AccelerateCB()] if launched else []), norm=args['norm'], device=device)
     if not main_process: return
     plot_run(folder)
     print(f"validation accuracy after {args['epochs']} epochs: {acc:.4f} (best {ckpt.best:.4f}, epoch {ckpt.best_epoch+1}); "

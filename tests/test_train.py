@@ -9,7 +9,7 @@ from miniai.learner import RecorderCB
 from miniai.train import train, main, evaluate, read_rows
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1', 'MPLBACKEND': 'Agg'}
-QUICK = ['--epochs', '2', '--n_train', '1024', '--n_valid', '512', '--widths', '8,16,32', '--bs', '64']
+QUICK = ['--epochs', '2', '--n_train', '1024', '--n_valid', '512', '--widths', '8,8,16,16', '--bs', '64']
 
 
 def run_cli(*args):
@@ -38,7 +38,7 @@ def test_run_folder_holds_the_results(run):
     assert f'results go to {out}' in stdout
     assert sorted(p.name for p in out.iterdir()) == ['args.json', 'batches.csv', 'best.pt', 'last.pt', 'loss.png', 'lr.png', 'metrics.csv']
     args = json.loads((out/'args.json').read_text())
-    assert (args['epochs'], args['n_train'], args['widths'], args['norm'], args['out']) == (2, 1024, '8,16,32', 'batch', str(out))
+    assert (args['epochs'], args['n_train'], args['widths'], args['norm'], args['out']) == (2, 1024, '8,8,16,16', 'batch', str(out))
     rows = read_rows(out/'metrics.csv')
     assert [(r['epoch'], r['train']) for r in rows] == [('0', 'train'), ('0', 'eval'), ('1', 'train'), ('1', 'eval')]
     acc = last_accuracy(stdout, 'validation accuracy after 2 epochs')
@@ -72,6 +72,7 @@ def test_bad_input_gives_one_line_and_exit_status(tmp_path):
     (dict(epochs=0), '--epochs 0: it must be at least 1'),
     (dict(device='tpu'), '--device tpu: unknown device'),
     (dict(widths='8,x'), '--widths 8,x: give the channels'),
+    (dict(widths='8,16'), '--widths 8,16: give four widths'),
     (dict(norm='group'), '--norm group: use one of batch, layer, running, none'),
     (dict(data='/nowhere'), 'does not hold the four Fashion-MNIST IDX files'),
 ])
@@ -99,8 +100,8 @@ def test_eval_refuses_a_checkpoint_of_another_model(run, tmp_path):
     other = tmp_path/'other'
     shutil.copytree(out, other)
     args = json.loads((other/'args.json').read_text())
-    (other/'args.json').write_text(json.dumps({**args, 'widths': '8,16,64'}))   # not the model last.pt holds
-    with pytest.raises(SystemExit, match=r'holds another architecture than this model \(mis-shaped: 2.0.weight'): evaluate(str(other))
+    (other/'args.json').write_text(json.dumps({**args, 'widths': '8,8,16,32'}))   # not the model last.pt holds
+    with pytest.raises(SystemExit, match=r'holds another architecture than this model \(mis-shaped: 3.0.weight'): evaluate(str(other))
     with pytest.raises(SystemExit, match='--which worst: use last or best'): evaluate(str(out), which='worst')
 
 
@@ -115,7 +116,7 @@ def test_train_runs_extra_callbacks_and_rejects_zero_epochs(run):
 
 
 def test_resume_after_an_interruption_and_overwrite(tmp_path, monkeypatch, capsys):
-    quick = dict(epochs=2, n_train=1024, n_valid=512, widths='8,16,32', bs=64)
+    quick = dict(epochs=2, n_train=1024, n_valid=512, widths='8,8,16,16', bs=64)
     full, stopped = tmp_path/'full', tmp_path/'stopped'
     main(out=str(full), **quick)
     save_checkpoint = CheckpointCB.after_epoch
@@ -135,3 +136,20 @@ def test_resume_after_an_interruption_and_overwrite(tmp_path, monkeypatch, capsy
     (stopped/'mine.txt').write_text('not a run file')
     main(out=str(stopped), overwrite=True, seed=2, **quick)   # a run's own files are replaced, nothing else
     assert not same_run(stopped, full) and (stopped/'mine.txt').read_text() == 'not a run file'
+
+
+def test_the_main_job_under_torchrun(tmp_path):
+    "Two processes started by torchrun: Accelerate shares out the batches, one table, one set of files, same accuracy."
+    import sysconfig
+    out = tmp_path/'two'
+    torchrun = os.path.join(sysconfig.get_path('scripts'), 'torchrun')
+    exe = os.path.join(sysconfig.get_path('scripts'), 'miniai_train')   # the real script (a pyenv shim is a shell script)
+    res = subprocess.run([torchrun, '--standalone', '--nproc_per_node', '2', exe, *QUICK, '--out', str(out)],
+                         capture_output=True, text=True, env=ENV, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count('accuracy  loss') == 1 and res.stdout.count('validation accuracy after 2 epochs') == 1
+    assert sorted(p.name for p in out.iterdir()) == ['args.json', 'batches.csv', 'best.pt', 'last.pt', 'loss.png', 'lr.png', 'metrics.csv']
+    assert len(read_rows(out/'metrics.csv')) == 4                                     # 2 epochs x (train, eval), once each
+    ev = run_cli('miniai_eval', str(out))
+    assert ev.returncode == 0, ev.stderr
+    assert last_accuracy(ev.stdout, 'test accuracy') == last_accuracy(res.stdout, 'validation accuracy')
