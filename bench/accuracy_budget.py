@@ -56,13 +56,13 @@ def main(epochs:int=5,      # epochs to train (ignored with --budget)
     dsd = load_fashion_mnist()
     if budget is not None:
         cal = CalibrateCB()
-        learn, _ = train(1, bs, lr, seed, dsd=dsd, progress=False, cbs=[cal])
+        learn, _ = train(1, bs, lr, seed, dd=dsd, progress=False, cbs=[cal])
         est_epoch = cal.per_batch*len(learn.dls.train)
         epochs = max(1, int(budget//est_epoch))
         print(f'calibration: about {est_epoch:.1f}s per training epoch -> {epochs} epoch(s) in a {budget:g}s budget')
     timer = EpochTimerCB()
     start = time.perf_counter()
-    _, acc = train(epochs, bs, lr, seed, dsd=dsd, cbs=[timer])
+    _, acc = train(epochs, bs, lr, seed, dd=dsd, cbs=[timer])
     total = time.perf_counter() - start
     print(f'recipe: miniai.train.train (batch-norm CNN, channels 16-32-64-128), one-cycle AdamW max lr {lr:g}, '
           f'batch size {bs}, {torch.get_num_threads()} CPU thread(s)')

@@ -49,7 +49,7 @@ def main(epochs:int=2,       # epochs to train
     dsd = load_data({'data': None, 'n_train': n_train, 'n_valid': None})
     with tempfile.TemporaryDirectory() as folder:
         ckpt, timer = TimedCheckpointCB(folder), FullEpochTimerCB()
-        train(epochs, seed=seed, dsd=dsd, progress=False, cbs=[ckpt, timer])
+        train(epochs, seed=seed, dd=dsd, progress=False, cbs=[ckpt, timer])
         size = sum(f.stat().st_size for f in ckpt.path.iterdir())/1e6
     print(f"{len(dsd['train'])} training images, {torch.get_num_threads()} CPU thread(s); checkpoint files {size:.2f} MB in all")
     for e, (s, t) in enumerate(zip(ckpt.save_times, timer.times)):

@@ -58,7 +58,7 @@ def main(rounds:int=3,        # rounds of (float32, mixed), interleaved
         for name in (list(modes) if r % 2 == 0 else list(modes)[::-1]):
             timer = TrainPassTimer()
             with contextlib.redirect_stdout(io.StringIO()):   # the metrics' own rows: this report prints its own
-                _, acc = train(epochs, bs=bs, dsd=sub, progress=False, cbs=[timer, *modes[name]()])
+                _, acc = train(epochs, bs=bs, dd=sub, progress=False, cbs=[timer, *modes[name]()])
             secs[name] += timer.secs
             cpu[name] += timer.cpu
             accs[name].append(acc)

@@ -59,13 +59,13 @@ def get_learner(dls, epochs:int, lr:float=1e-2, nfs=(1, 16, 32, 64, 128), norm='
     if progress: cbs.append(ProgressCB())
     return TrainLearner(model, dls, F.cross_entropy, lr=lr, cbs=cbs, opt_func=optim.AdamW)
 
-def train(epochs:int=5, bs:int=256, lr:float=1e-2, seed:int=1, nfs=(1, 16, 32, 64, 128), dsd=None,
+def train(epochs:int=5, bs:int=256, lr:float=1e-2, seed:int=1, nfs=(1, 16, 32, 64, 128), dd=None,
           progress:bool=True, cbs=(), norm='batch', device=None):
-    "Train `12_batchnorm`'s batch-norm CNN (AdamW, one-cycle) on `dsd` (default Fashion-MNIST) with extra callbacks `cbs`; return `(learner, valid accuracy)`."
+    "Train `12_batchnorm`'s batch-norm CNN (AdamW, one-cycle) on `dd` (default Fashion-MNIST) with extra callbacks `cbs`; return `(learner, valid accuracy)`."
     if epochs < 1: raise ValueError(f"train: epochs={epochs}; it must be at least 1.")
-    if dsd is None: dsd = load_fashion_mnist()
+    if dd is None: dd = load_fashion_mnist()
     set_seed(seed)
-    learn = get_learner(decoded_dls(dsd, bs), epochs, lr, nfs, norm, device, progress, cbs)
+    learn = get_learner(decoded_dls(dd, bs), epochs, lr, nfs, norm, device, progress, cbs)
     learn.fit(epochs)
     return learn, learn.metrics.metrics['accuracy'].compute().item()
 

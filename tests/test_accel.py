@@ -30,8 +30,8 @@ def test_mixed_precision_within_a_point_of_float32():
     "The main job's model, 30,000 training images, 2 epochs, the 10,000 test images: bfloat16 autocast against float32."
     dsd = load_fashion_mnist()
     sub = DatasetDict(train=dsd['train'].select(range(30_000)), test=dsd['test'])
-    _, acc32 = train(2, dsd=sub, progress=False)
-    _, acc16 = train(2, dsd=sub, progress=False, cbs=[MixedPrecision()])
+    _, acc32 = train(2, dd=sub, progress=False)
+    _, acc16 = train(2, dd=sub, progress=False, cbs=[MixedPrecision()])
     assert acc32 > 0.85, acc32   # both really trained
     assert abs(acc16 - acc32) < 0.01, (acc16, acc32)
 

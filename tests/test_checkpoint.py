@@ -158,7 +158,7 @@ CHILD = textwrap.dedent("""
     dsd = load_fashion_mnist()
     small = DatasetDict(train=dsd['train'].select(range(640)), test=dsd['test'].select(range(256)))
     cbs = [RunLogCB(folder), CheckpointCB(folder, resume=mode == 'resume')] + ([PauseCB()] if mode == 'crash' else [])
-    learn, acc = train(epochs=3, bs=64, dsd=small, nfs=(1, 4, 8, 16), progress=False, cbs=cbs)
+    learn, acc = train(epochs=3, bs=64, dd=small, nfs=(1, 4, 8, 16), progress=False, cbs=cbs)
     torch.save(learn.model.state_dict(), f'{folder}/final.pt')
     """)
 

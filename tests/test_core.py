@@ -7,7 +7,7 @@ import pytest
 def run_python(code, **env):
     "Run `code` in a fresh interpreter (with `env` added) and return its stdout."
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
-                         env={**{k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'OMP_NUM_THREADS')}, **env})
+                         env={**{k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS')}, **env})
     assert res.returncode == 0, res.stderr
     return res.stdout
 

@@ -109,10 +109,10 @@ def test_train_runs_extra_callbacks_and_rejects_zero_epochs(run):
     from miniai.train import load_data
     dsd = load_data({'data': None, 'n_train': 256, 'n_valid': 128})
     rec = RecorderCB(lr=lambda cb: cb.pg['lr'])
-    learn, acc = train(epochs=1, bs=64, dsd=dsd, nfs=(1, 8, 16), progress=False, cbs=[rec])
+    learn, acc = train(epochs=1, bs=64, dd=dsd, nfs=(1, 8, 16), progress=False, cbs=[rec])
     assert len(rec.recs['lr']) == 256//64   # the extra callback ran on every training batch
     assert acc == learn.metrics.history[-1]['accuracy']
-    with pytest.raises(ValueError, match='at least 1'): train(epochs=0, dsd=dsd)
+    with pytest.raises(ValueError, match='at least 1'): train(epochs=0, dd=dsd)
 
 
 def test_resume_after_an_interruption_and_overwrite(tmp_path, monkeypatch, capsys):
