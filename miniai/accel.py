@@ -64,6 +64,7 @@ class MixedPrecision(Callback):
         if self.entered: self.autocast.__exit__(None, None, None)
         self.entered = False
     def after_loss(self, learn): self._leave()       # backward and the step run in float32
+    def after_batch(self, learn): self._leave()      # for a Learner without the `after_loss` event
     def cleanup_batch(self, learn): self._leave()    # a batch cancelled before its loss leaves autocast too
     def cleanup_fit(self, learn): release_steps(learn, 'backward', 'step')
 

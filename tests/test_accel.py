@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from datasets import DatasetDict
 
 from miniai.accel import AccelerateCB, MixedPrecision, take_steps
@@ -137,3 +138,17 @@ def test_two_processes_with_torchrun(tmp_path):
     single.load(tmp_path/'last.pt')
     single.fit(1, train=False)
     assert single.cbs[0].history[-1]['accuracy'] == r0['accuracy']
+
+
+def test_mixed_precision_under_the_lesson_learner(tiny_dls, lesson_learner):
+    "Without `after_loss` or cleanup events, MixedPrecision still leaves autocast after every batch."
+    from miniai.learner import TrainCB, MetricsCB
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    dtypes = []
+    class Seen(Callback):
+        order = MixedPrecision.order + 1
+        def after_batch(self, learn): dtypes.append(learn.preds.dtype)
+    lesson_learner(model, tiny_dls(64, 32, 8, n_classes=2), F.cross_entropy, 0.1, [TrainCB(), MixedPrecision(), MetricsCB(), Seen()]).fit(1)
+    assert dtypes == [torch.bfloat16] * 12                     # 8 training + 4 validation batches, each under autocast
+    assert not torch.is_autocast_enabled('cpu')                 # and autocast was left every time
