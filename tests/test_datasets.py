@@ -11,7 +11,6 @@ from torch.utils.data import DataLoader
 from datasets import Dataset
 
 from miniai.datasets import DataLoaders, collate_dict, decoded_dls, inplace, load_fashion_mnist, show_images
-from conftest import make_idx_folder   # TEMPORARY: test_train.py imports it from here until it takes the idx_folder fixture
 
 # ---------- collate helpers ----------
 
