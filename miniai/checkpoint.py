@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_checkpoint.ipynb #f18f54aa
 from __future__ import annotations
-import os, pickle, random, shutil
+import pickle, random, shutil
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace

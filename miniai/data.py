@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_data.ipynb #b805f73c
 from __future__ import annotations
-import gzip, hashlib, json, os, shutil, struct, zlib
+import gzip, hashlib, json, os, struct, zlib
 from functools import partial
 from pathlib import Path
 
