@@ -31,7 +31,7 @@ echo "setup: installing into $("$MINIAI_PY" -c 'import sys; print(sys.prefix)')"
 # Nothing to do when this environment was set up from these very requirements (a stamp inside the environment).
 stamp="$("$MINIAI_PY" -c 'import sys; print(sys.prefix)')/.miniai-setup"
 want="$PWD $(cat settings.ini setup.py | sha256sum | cut -c1-16)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$MINIAI_PY" -c 'import miniai, torch' 2>/dev/null; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$MINIAI_PY" -c 'import importlib.util as u, sys; sys.exit(not (u.find_spec("miniai") and u.find_spec("torch")))' ; then
   echo "setup: already done (nothing changed since the last set-up)"; exit 0
 fi
 
