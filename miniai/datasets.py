@@ -4,14 +4,15 @@
 
 # %% ../nbs/05_datasets.ipynb #fb9efe6d
 from __future__ import annotations
-from functools import wraps
+import sys
+from functools import partial, update_wrapper
 from operator import itemgetter
 
 from torch.utils.data import default_collate
 from .training import get_dls
 
 # %% auto #0
-__all__ = ['inplace', 'collate_dict', 'DataLoaders', 'decoded_dls', 'FASHION_MNIST_NAMES', 'DEBIAN_FASHION_MNIST',
+__all__ = ['collate_dict', 'inplace', 'DataLoaders', 'decoded_dls', 'FASHION_MNIST_NAMES', 'DEBIAN_FASHION_MNIST',
            'FASHION_MNIST_ENV', 'CACHE_ENV', 'read_idx', 'idx_files', 'cache_dir', 'load_idx', 'load_fashion_mnist',
            'decode_split', 'BatchDataset', 'batch_dl', 'show_image', 'subplots', 'get_grid', 'show_images']
 
@@ -21,24 +22,31 @@ from .data import (FASHION_MNIST_NAMES, DEBIAN_FASHION_MNIST, FASHION_MNIST_ENV,
 _all_ = ['FASHION_MNIST_NAMES', 'DEBIAN_FASHION_MNIST', 'FASHION_MNIST_ENV', 'CACHE_ENV', 'read_idx', 'idx_files',
          'cache_dir', 'load_idx', 'load_fashion_mnist', 'decode_split', 'BatchDataset', 'batch_dl']
 
-# %% ../nbs/05_datasets.ipynb #2f6db5df
-def inplace(f):
-    "Turn `f`, which changes its argument in place, into a function that returns that argument."
-    @wraps(f)
-    def _f(b):
-        f(b)
-        return b
-    return _f
+# %% ../nbs/05_datasets.ipynb #8977662a
+def _collate_tuple(get, one, b):
+    "`default_collate` the item dicts `b`, then pick out the features with `get`: a tuple, even of `one` feature."
+    res = get(default_collate(b))
+    return (res,) if one else res
 
-# %% ../nbs/05_datasets.ipynb #0907f840
 def collate_dict(ds):
     "A collate function for `ds` (a Hugging Face `Dataset`) that returns a batch's features as a tuple, in order."
     names = list(ds.features)
-    get = itemgetter(*names)
-    def _f(b):
-        res = get(default_collate(b))
-        return res if len(names) > 1 else (res,)
-    return _f
+    return partial(_collate_tuple, itemgetter(*names), len(names) == 1)
+
+# %% ../nbs/05_datasets.ipynb #88e7dbae
+class inplace:
+    "Turn `f`, which changes its argument in place, into a function that returns that argument."
+    def __init__(self, f):
+        self.f = f
+        update_wrapper(self, f)          # `f`'s name, docstring and module, as `wraps` gives a function
+    def __call__(self, b):
+        self.f(b)
+        return b
+    def __reduce__(self):
+        # Used as a decorator, the name of `f` now leads to this wrapper: pickle writes that name. Otherwise it writes
+        # `inplace` and `f`, and finds `f` by its own name.
+        if getattr(sys.modules.get(self.__module__), self.__qualname__, None) is self: return self.__qualname__
+        return inplace, (self.f,)
 
 # %% ../nbs/05_datasets.ipynb #781736a9
 from .core import show_image, subplots, get_grid, show_images

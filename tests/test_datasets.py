@@ -3,6 +3,7 @@ helpers, `inplace`, the image grid, `DataLoaders.from_dd` and `decoded_dls`. Dat
 test_data.py."""
 import os
 os.environ.setdefault('MPLBACKEND', 'Agg')
+import pickle
 
 import numpy as np
 import pytest
@@ -34,6 +35,13 @@ def test_collate_dict_in_a_dataloader():
     assert all(isinstance(b, tuple) for b in batches)
     assert [b[1].tolist() for b in batches] == [[0, 1, 2, 3], [4, 5]]
 
+def test_collate_dict_pickles():
+    ds = small_ds()
+    items = [ds.with_format('torch')[i] for i in range(3)]
+    for d in (ds, ds.select_columns(['label'])):
+        sent = pickle.loads(pickle.dumps(collate_dict(d)))
+        for got, want in zip(sent(items), collate_dict(d)(items), strict=True): assert torch.equal(got, want)
+
 def test_inplace():
     def add_one(b):
         "Add one to `b['a']`."
@@ -43,6 +51,23 @@ def test_inplace():
     assert f(d) is d and d == {'a': 2}
     assert add_one(d) is None
     assert f.__name__ == 'add_one' and f.__doc__ == "Add one to `b['a']`."
+
+def add_two(b):
+    "Add two to `b['a']` (module level, so pickle can find it by name)."
+    b['a'] += 2
+
+@inplace
+def add_three(b): b['a'] += 3
+
+def test_inplace_pickles():
+    sent = pickle.loads(pickle.dumps(inplace(add_two)))              # `inplace` and `add_two`, by their names
+    d = {'a': 1}
+    assert sent(d) is d and d == {'a': 3} and sent.__name__ == 'add_two'
+    assert pickle.loads(pickle.dumps(add_three)) is add_three        # a decorated function: by its own name
+    assert add_three({'a': 0}) == {'a': 3}
+    def local(b): pass
+    with pytest.raises((pickle.PicklingError, AttributeError), match='local'):   # nothing could find it by name
+        pickle.dumps(inplace(local))
 
 # ---------- images ----------
 
@@ -93,6 +118,26 @@ def test_decoded_dls_batches(tmp_path, cache, idx_folder):
     ids = torch.cat([(x[:, 0, 0, 0]*255).round().long() for x, _ in tb])
     assert sorted(ids.tolist()) == list(range(12)) and ids.tolist() != list(range(12))   # each item once, shuffled
     assert next(iter(decoded_dls(dd, 5, flat=True).valid))[0].shape == (5, 784)
+
+def test_workers_under_spawn_get_the_same_batches(tmp_path, cache, idx_folder):
+    "Workers started by `spawn` (macOS's and Windows' way) receive everything by pickle; their batches are those of no workers."
+    idx_folder(tmp_path/'fm', n_train=12, n_test=5)
+    dd = load_fashion_mnist(path=tmp_path/'fm')
+    tdd = dd.with_transform(inplace(to_tensor_tfm))                   # a worker imports this test module to find it
+    spawn = dict(num_workers=2, multiprocessing_context='spawn', timeout=120)
+    for make in (lambda **kw: DataLoaders.from_dd(tdd, 4, **kw), lambda **kw: decoded_dls(dd, 4, **kw)):
+        plain, workers = make(), make(**spawn)
+        for dl in (workers.train, workers.valid):
+            assert dl.num_workers == 2 and dl.multiprocessing_context.get_start_method() == 'spawn'
+        torch.manual_seed(0)
+        want = list(plain.train)
+        torch.manual_seed(0)
+        got = list(workers.train)
+        assert len(got) == len(want) == 3
+        for (gx, gy), (wx, wy) in zip(got, want, strict=True):
+            assert torch.equal(gx, wx) and torch.equal(gy, wy)
+        ids = torch.cat([(x[:, 0, 0, 0]*255).round().long() for x, _ in got])
+        assert sorted(ids.tolist()) == list(range(12)) and ids.tolist() != list(range(12))   # shuffled, each item once
 
 def test_decoded_dls_same_as_per_item_path(tmp_path, cache, idx_folder):
     idx_folder(tmp_path/'fm', n_train=12, n_test=9)
