@@ -1,6 +1,6 @@
 """Behaviour of `miniai.datasets` (the Hugging Face lesson's helpers) that would clutter the lesson: the collate
-helpers, `inplace`, the image grid, `DataLoaders.from_dd` and `decoded_dls`. Data sources and the cache are in
-test_data.py."""
+helpers, `inplace` (both pickle), the image grid, `DataLoaders.from_dd` and `decoded_dls` (also with workers started
+by `spawn`). Data sources and the cache are in test_data.py."""
 import os
 os.environ.setdefault('MPLBACKEND', 'Agg')
 import pickle
