@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 from fastcore.meta import delegates
 
 # %% auto #0
-__all__ = ['nbdev_test_threads', 'remove_path', 'atomic_write', 'show_image', 'subplots', 'get_grid', 'show_images', 'def_device', 'get_device', 'to_device', 'identity', 'to_cpu', 'set_seed', 'clean_ipython_hist', 'clean_tb', 'clean_mem']
+__all__ = ['nbdev_test_threads', 'remove_path', 'remove_stale_tmp', 'atomic_write', 'show_image', 'subplots', 'get_grid', 'show_images', 'def_device', 'get_device', 'to_device', 'identity', 'to_cpu', 'set_seed', 'clean_ipython_hist', 'clean_tb', 'clean_mem']
 
 # %% ../nbs/01_core.ipynb #492422d3
 def nbdev_test_threads() -> int|None:
@@ -32,16 +32,44 @@ def remove_path(path):
     if path.is_dir(): shutil.rmtree(path, ignore_errors=True)
     else: path.unlink(missing_ok=True)
 
+def _running(pid:int) -> bool:
+    "Whether process `pid` is running on this machine (where we cannot tell, assume it is)."
+    if os.name != 'posix': return True   # on Windows `os.kill(pid, 0)` would end the process
+    try: os.kill(pid, 0)                 # signal 0 sends nothing: it only checks
+    except ProcessLookupError: return False
+    except OSError: return True          # e.g. another user's process
+    return True
+
+def remove_stale_tmp(path):
+    "Delete the temporary files beside `path` that `atomic_write(path, ...)` left when its process was killed (those whose process no longer runs)."
+    path = Path(path)
+    prefix = f'.{path.name}.tmp'
+    if not path.parent.is_dir(): return
+    for p in path.parent.iterdir():
+        pid = p.name[len(prefix):]
+        if p.name.startswith(prefix) and pid.isdigit() and not _running(int(pid)): remove_path(p)
+
+def _fsync(path):
+    "Make the system put file or folder `path` on the disk now, not when it likes: a power cut loses what is only in memory."
+    if path.is_dir() and os.name != 'posix': return   # Windows cannot open a folder to flush it
+    fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDWR)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
 def atomic_write(path, write):
-    "Call `write(tmp)` to make a file or folder `tmp` beside `path`, then rename it to `path`: `path` is never half-written. A file replaces the old one; a folder another process put at `path` first is kept."
+    "Call `write(tmp)` to make a file or folder `tmp` beside `path`, flush it to the disk, rename it to `path` and flush the folder: `path` is never half-written, even after a power cut. A file replaces the old one; a folder another process put at `path` first is kept. Temporary files of killed writers are removed first."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(path)
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    remove_path(tmp)   # a leftover of an earlier process that had our id
     try:
         write(tmp)
+        for p in ([*tmp.rglob('*'), tmp] if tmp.is_dir() else [tmp]): _fsync(p)   # the data, before its name
         try: os.replace(tmp, path)   # atomic on POSIX and Windows within one file system
         except OSError:
             if not (tmp.is_dir() and path.is_dir()): raise   # a folder can't replace a folder: the first one stays
+        _fsync(path.parent)   # the rename itself
     finally: remove_path(tmp)
 
 # %% ../nbs/05_datasets.ipynb #14568463

@@ -17,8 +17,36 @@ from datasets.exceptions import DatasetNotFoundError
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_NAMES', 'DEBIAN_FASHION_MNIST', 'FASHION_MNIST_ENV', 'HUB_FASHION_MNIST', 'CACHE_ENV',
-           'FASHION_MNIST_INFO', 'read_idx', 'write_idx', 'idx_files', 'cache_dir', 'cached', 'content_key',
-           'decode_split', 'load_idx', 'from_hub', 'load_fashion_mnist', 'BatchDataset', 'batch_dl']
+           'FASHION_MNIST_INFO', 'idx_files', 'fashion_mnist_folder', 'read_idx', 'write_idx', 'cache_dir', 'cached',
+           'content_key', 'decode_split', 'load_idx', 'from_hub', 'load_fashion_mnist', 'BatchDataset', 'batch_dl']
+
+# %% ../nbs/03_data.ipynb #2c1dc711
+FASHION_MNIST_NAMES = ['T - shirt / top', 'Trouser', 'Pullover', 'Dress', 'Coat',
+                       'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
+DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')
+FASHION_MNIST_ENV = 'MINIAI_FASHION_MNIST'
+HUB_FASHION_MNIST = 'zalando-datasets/fashion_mnist'
+_IDX_SPLITS = {'train': 'train', 'test': 't10k'}   # split name -> file prefix, as MNIST names them
+
+def _find_idx(folder:Path, prefix:str, kind:str):
+    "The IDX file in `folder` for `prefix` ('train'/'t10k') and `kind` ('images'/'labels'), or None."
+    for pat in (f'{prefix}-{kind}-idx*-ubyte.gz', f'{prefix}-{kind}-idx*-ubyte', f'{prefix}-{kind}.idx*-ubyte*'):
+        found = sorted(folder.glob(pat))
+        if found: return found[0]
+    return None
+
+def idx_files(folder) -> dict|None:
+    "Map each split to its (images, labels) IDX files in `folder`, or None if any of the four is missing."
+    folder = Path(folder)
+    if not folder.is_dir(): return None
+    res = {split: (_find_idx(folder, p, 'images'), _find_idx(folder, p, 'labels')) for split,p in _IDX_SPLITS.items()}
+    return None if any(f is None for pair in res.values() for f in pair) else res
+
+def fashion_mnist_folder() -> Path|None:
+    "The folder of Fashion-MNIST's IDX files `load_fashion_mnist` reads: `$MINIAI_FASHION_MNIST`, else Debian's; None if neither has them."
+    for folder in (os.environ.get(FASHION_MNIST_ENV), DEBIAN_FASHION_MNIST):
+        if folder and idx_files(folder) is not None: return Path(folder)
+    return None
 
 # %% ../nbs/03_data.ipynb #d5ea6d87
 def read_idx(fn) -> np.ndarray:
@@ -49,28 +77,6 @@ def write_idx(fn, arr) -> Path:
     fn = Path(fn)
     fn.write_bytes(gzip.compress(data) if fn.suffix == '.gz' else data)
     return fn
-
-# %% ../nbs/03_data.ipynb #2c1dc711
-FASHION_MNIST_NAMES = ['T - shirt / top', 'Trouser', 'Pullover', 'Dress', 'Coat',
-                       'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
-DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')
-FASHION_MNIST_ENV = 'MINIAI_FASHION_MNIST'
-HUB_FASHION_MNIST = 'zalando-datasets/fashion_mnist'
-_IDX_SPLITS = {'train': 'train', 'test': 't10k'}   # split name -> file prefix, as MNIST names them
-
-def _find_idx(folder:Path, prefix:str, kind:str):
-    "The IDX file in `folder` for `prefix` ('train'/'t10k') and `kind` ('images'/'labels'), or None."
-    for pat in (f'{prefix}-{kind}-idx*-ubyte.gz', f'{prefix}-{kind}-idx*-ubyte', f'{prefix}-{kind}.idx*-ubyte*'):
-        found = sorted(folder.glob(pat))
-        if found: return found[0]
-    return None
-
-def idx_files(folder) -> dict|None:
-    "Map each split to its (images, labels) IDX files in `folder`, or None if any of the four is missing."
-    folder = Path(folder)
-    if not folder.is_dir(): return None
-    res = {split: (_find_idx(folder, p, 'images'), _find_idx(folder, p, 'labels')) for split,p in _IDX_SPLITS.items()}
-    return None if any(f is None for pair in res.values() for f in pair) else res
 
 # %% ../nbs/03_data.ipynb #0602fcdf
 from .core import atomic_write, remove_path
@@ -194,11 +200,9 @@ def load_fashion_mnist(path=None, hub=True) -> DatasetDict:
                                     f"(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
                                     f"t10k-labels-idx1-ubyte.gz). Pass a folder that does, or path=None to look elsewhere.")
         return _fashion_idx(path)
-    tried = []
-    for folder in (os.environ.get(FASHION_MNIST_ENV), DEBIAN_FASHION_MNIST):
-        if not folder: continue
-        if idx_files(folder) is not None: return _fashion_idx(folder)
-        tried.append(str(folder))
+    folder = fashion_mnist_folder()
+    if folder is not None: return _fashion_idx(folder)
+    tried = [str(f) for f in (os.environ.get(FASHION_MNIST_ENV), DEBIAN_FASHION_MNIST) if f]
     dd = from_hub(HUB_FASHION_MNIST) if hub else None
     if dd is not None: return dd
     raise FileNotFoundError(

@@ -49,9 +49,46 @@ def test_one_home_each():
     assert miniai.init.BatchTransformCB is miniai.learner.BatchTransformCB
 
 
+def test_atomic_write_is_durable_and_removes_a_killed_writers_leftover(tmp_path, monkeypatch):
+    "fsync of the data before the rename and of the folder after it; a leftover of a process that ended is removed."
+    import signal, time
+    from miniai.core import atomic_write
+    fn = tmp_path/'f.txt'
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, 'fsync', lambda fd: synced.append(os.readlink(f'/proc/self/fd/{fd}')) or real_fsync(fd))
+    atomic_write(fn, lambda p: p.write_text('data'))
+    assert synced == [str(tmp_path/f'.f.txt.tmp{os.getpid()}'), str(tmp_path)]   # the data first, then the rename
+    # a writer killed with SIGKILL while writing leaves its temporary file
+    child = subprocess.Popen([sys.executable, '-c', f"""
+from pathlib import Path
+import time
+from miniai.core import atomic_write
+def slow(p): p.write_text('half of'); time.sleep(60)
+atomic_write(Path({str(fn)!r}), slow)"""])
+    leftover = tmp_path/f'.f.txt.tmp{child.pid}'
+    for _ in range(600):
+        if leftover.exists(): break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL); child.wait()
+    assert leftover.exists() and fn.read_text() == 'data'
+    atomic_write(fn, lambda p: p.write_text('new'))
+    assert fn.read_text() == 'new' and not leftover.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['f.txt']
+
+
 def test_identity():
     from miniai.core import identity
     assert identity() is None and identity(3) == 3 and identity(1, 'a') == (1, 'a')
+
+
+def test_learner_steps_are_the_one_line_methods_06_describes():
+    "06_foundations tells a learner that 09's Learner has its training steps as one-line methods calling `callback`."
+    import inspect
+    from miniai.learner import Learner
+    for step in ('predict', 'get_loss', 'backward', 'step', 'zero_grad'):
+        assert inspect.getsource(getattr(Learner, step)).split(':', 1)[1].strip() == f"self.callback('{step}')", step
+    assert '__getattr__' not in vars(Learner)
 
 
 def test_threads_under_nbdev_test():

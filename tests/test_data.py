@@ -72,6 +72,22 @@ def test_env_var_folder_comes_before_debian(tmp_path, cache, idx_folder, monkeyp
     monkeypatch.setenv('MINIAI_FASHION_MNIST', str(tmp_path/'fm'))
     assert load_fashion_mnist(hub=False)['train'].num_rows == 7
 
+def test_fashion_mnist_folder_is_the_one_load_reads(tmp_path, cache, idx_folder, monkeypatch):
+    "The folder a lesson reads its IDX files from is the folder `load_fashion_mnist` converts: the variable's, else Debian's."
+    monkeypatch.setattr(md, 'DEBIAN_FASHION_MNIST', tmp_path/'debian')
+    monkeypatch.delenv('MINIAI_FASHION_MNIST', raising=False)
+    assert md.fashion_mnist_folder() is None
+    idx_folder(tmp_path/'debian', n_train=9)
+    assert md.fashion_mnist_folder() == tmp_path/'debian'
+    monkeypatch.setenv('MINIAI_FASHION_MNIST', str(tmp_path/'half'))
+    (tmp_path/'half').mkdir()
+    (tmp_path/'half'/'train-images-idx3-ubyte.gz').write_bytes(b'')   # one file of four: not a dataset
+    assert md.fashion_mnist_folder() == tmp_path/'debian'
+    idx_folder(tmp_path/'mine', n_train=7)
+    monkeypatch.setenv('MINIAI_FASHION_MNIST', str(tmp_path/'mine'))
+    assert md.fashion_mnist_folder() == tmp_path/'mine'
+    assert load_fashion_mnist(hub=False)['train'].num_rows == 7
+
 # ---------- the cache ----------
 
 def test_cache_hit_does_not_convert_and_a_changed_source_does(tmp_path, cache, idx_folder, monkeypatch):
