@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_checkpoint.ipynb #f18f54aa
 from __future__ import annotations
-import pickle, random, shutil
+import os, pickle, random, shutil, signal
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,39 +13,65 @@ import numpy as np
 import torch
 import fastcore.all as fc
 
-from .core import to_cpu
+from .core import to_cpu, atomic_write, remove_stale_tmp
 from .learner import Learner, Callback, CancelEpochException, BaseSchedCB
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'atomic_save', 'rng_states', 'set_rng_states', 'CheckpointError',
-           'read_checkpoint', 'check_model_state', 'GatherPredsCB', 'is_main_process', 'CheckpointCB', 'atomic_write']
+__all__ = ['KILL_ENV', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'kill_point', 'atomic_save', 'find_in', 'rng_states',
+           'set_rng_states', 'CheckpointError', 'read_checkpoint', 'check_model_state', 'check_opt_state',
+           'check_cb_states', 'check_rng_states', 'LoadedStateCB', 'GatherPredsCB', 'is_main_process', 'CheckpointCB',
+           'atomic_write']
+
+# %% ../nbs/14_checkpoint.ipynb #1450d942
+KILL_ENV = 'MINIAI_TEST_KILL_AT'
+_kill_counts = {}
+
+def kill_point(name:str):
+    "A moment where a test may kill this process: if environment variable `MINIAI_TEST_KILL_AT` is `name`, or `name@n` for the `n`-th time this process gets here, send this process SIGKILL, which nothing can catch or clean up after (like `kill -9` or a power cut). Unset, it costs one lookup."
+    wanted = os.environ.get(KILL_ENV)
+    if not wanted or not wanted.startswith(name): return
+    point, _, nth = wanted.partition('@')
+    if point != name: return
+    _kill_counts[name] = _kill_counts.get(name, 0) + 1
+    if _kill_counts[name] == int(nth or 1): os.kill(os.getpid(), signal.SIGKILL)
 
 # %% ../nbs/14_checkpoint.ipynb #074d6838
-from .core import atomic_write
 _all_ = ['atomic_write']
 
 def atomic_save(obj, path):
-    "`torch.save(obj, path)`, atomically (through `atomic_write`)."
-    atomic_write(path, partial(torch.save, obj))
+    "`torch.save(obj, path)`, atomically and durably (through `atomic_write`); kill point `save_tmp_written` lies between the temporary file's writing and its renaming."
+    def write(tmp):
+        torch.save(obj, tmp)
+        kill_point('save_tmp_written')
+    atomic_write(path, write)
 
 # %% ../nbs/14_checkpoint.ipynb #385019a9
-def _generators(dls):
-    "The `torch.Generator`s that the DataLoaders of `dls` (or their samplers) draw from, by where they sit."
-    gens = {}
-    for split in ('train', 'valid'):
-        dl = getattr(dls, split, None)
-        sampler = getattr(dl, 'sampler', None)
-        for where, obj in (('', dl), ('.sampler', sampler), ('.sampler.sampler', getattr(sampler, 'sampler', None))):
-            g = getattr(obj, 'generator', None)
-            if isinstance(g, torch.Generator): gens[split + where] = g
-    return gens
+def find_in(obj, kind, path:str='', depth:int=6) -> dict:
+    "The objects of class `kind` that `obj` holds in its attributes, or in their attributes, and so on (`depth` levels), each once, by path."
+    found, seen = {}, {id(obj)}
+    def walk(o, path, depth):
+        for name, value in list(getattr(o, '__dict__', {}).items()):
+            if id(value) in seen or isinstance(value, (type, type(os), torch.Tensor, torch.nn.Module, str, bytes, int, float)): continue
+            seen.add(id(value))
+            if isinstance(value, kind): found[f'{path}.{name}'.lstrip('.')] = value
+            if depth > 1: walk(value, f'{path}.{name}', depth-1)
+    walk(obj, path, depth)
+    return found
+
+def _generators(dls) -> dict:
+    "The `torch.Generator`s that the DataLoaders of `dls` hold however deep (in their samplers, batch samplers, or wrappers such as Accelerate's), by path."
+    return {path: g for split in ('train', 'valid') if getattr(dls, split, None) is not None
+            for path, g in find_in(getattr(dls, split), torch.Generator, split).items()}
+
+def _mps_available(): return hasattr(torch, 'mps') and torch.backends.mps.is_available()
 
 def rng_states(dls=None) -> dict:
-    "The states of PyTorch's (CPU and CUDA), Python's and numpy's random number generators and of the DataLoaders' own generators in `dls`, as tensors and plain numbers."
+    "The states of PyTorch's (CPU, CUDA, MPS), Python's and numpy's random number generators and of the `torch.Generator`s in the DataLoaders of `dls`, as tensors and plain numbers."
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, state, gauss_next = random.getstate()
     return {'torch': torch.get_rng_state(),
             'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            'mps': torch.mps.get_rng_state() if _mps_available() else None,
             'numpy': {'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': pos, 'has_gauss': has_gauss, 'gauss': gauss},
             'python': {'version': version, 'state': list(state), 'gauss_next': gauss_next},
             'generators': {name: g.get_state() for name, g in _generators(dls).items()}}
@@ -54,6 +80,7 @@ def set_rng_states(states:dict, dls=None):
     "Restore the random number generators from `rng_states`; generators of `dls` that the states don't name are left as they are."
     torch.set_rng_state(states['torch'])
     for i, s in enumerate(states['cuda'][:torch.cuda.device_count()]): torch.cuda.set_rng_state(s, i)
+    if states.get('mps') is not None and _mps_available(): torch.mps.set_rng_state(states['mps'])
     n, p = states['numpy'], states['python']
     np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
     random.setstate((p['version'], tuple(p['state']), p['gauss_next']))
@@ -68,11 +95,19 @@ def state_dict(self:BaseSchedCB) -> dict:
 
 @fc.patch
 def load_state_dict(self:BaseSchedCB, sd:dict):
-    "Restore the scheduler from `state_dict`. Outside a fit there is no scheduler to restore (the next fit makes a new one), so nothing happens."
+    "Restore the scheduler from `state_dict` (`Learner.load` calls it once the fit has made the scheduler)."
     if sd and hasattr(self, 'schedo'): self.schedo.load_state_dict(sd)
 
+@fc.patch
+def check_state_dict(self:BaseSchedCB, sd:dict):
+    "Raise a `ValueError` if `sd` is not the state of a scheduler like the one this callback makes (made, to compare, on a throwaway optimizer)."
+    if not sd: return
+    try: own = self.sched(torch.optim.AdamW([torch.zeros(1, requires_grad=True)])).state_dict()
+    except (ValueError, TypeError, KeyError): return   # a scheduler that needs the real optimizer: it can't be compared
+    if set(sd) != set(own): raise ValueError(f"it is the state of another kind of scheduler (keys {sorted(set(sd) ^ set(own))} differ)")
+
 # %% ../nbs/14_checkpoint.ipynb #720d639f
-CHECKPOINT_FORMAT, CHECKPOINT_VERSION = 'miniai.checkpoint', 1   # the layout of the files `save` writes
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = 'miniai.checkpoint', 2   # the layout of the files `save` writes
 
 def _stateful_cbs(cbs) -> dict:
     "The callbacks in `cbs` that have a `state_dict`, by class name (`Name_1`, `Name_2`... for the second, third... of a class)."
@@ -84,21 +119,27 @@ def _stateful_cbs(cbs) -> dict:
         res[nm if seen[nm] == 0 else f'{nm}_{seen[nm]}'] = cb
     return res
 
+def _plain_opt(opt):
+    "The PyTorch optimizer inside `opt`: a wrapper such as Accelerate's keeps it as `.optimizer`."
+    while isinstance(getattr(opt, 'optimizer', None), torch.optim.Optimizer): opt = opt.optimizer
+    return opt
+
 # %% ../nbs/14_checkpoint.ipynb #55252322
 @fc.patch
 def save(self:Learner, path):
-    "Save the model's weights, the optimizer's state, the callbacks' states, the epoch reached and the random number generators' states to `path`, atomically."
-    opt = getattr(self, 'opt', None)
+    "Save the model's weights, the optimizer's class and state, the callbacks' states, the epoch reached and the random number generators' states to `path`, atomically and durably."
+    opt = _plain_opt(getattr(self, 'opt', None))
     atomic_save({'format': CHECKPOINT_FORMAT, 'version': CHECKPOINT_VERSION,
                  'model': self.model.state_dict(),
                  'opt': opt.state_dict() if opt is not None else None,
+                 'opt_type': type(opt).__name__ if opt is not None else None,
                  'cbs': {nm: cb.state_dict() for nm, cb in _stateful_cbs(self.cbs).items()},
                  'epoch': getattr(self, 'epoch', -1),
                  'rng': rng_states(self.dls)}, path)
 
 # %% ../nbs/14_checkpoint.ipynb #1d5295ec
 class CheckpointError(ValueError):
-    "A file that `Learner.load` cannot use: missing, damaged, not a checkpoint, or for another model. The learner is left as it was."
+    "A file that `Learner.load` cannot use: missing, damaged, not a checkpoint, or not for this learner. The learner is left as it was."
 
 def read_checkpoint(path) -> dict:
     "Read the checkpoint at `path` with `torch.load(weights_only=True)`, or raise a `CheckpointError` that says what is wrong with it."
@@ -139,35 +180,115 @@ def check_model_state(model, sd:dict, path='The checkpoint'):
     raise CheckpointError(f"{path} holds another architecture than this model ({'; '.join(problems)}). "
                           f"Build the model with the settings of the run that saved it.")
 
-def _check_opt_state(opt, sd, path):
-    "Raise a `CheckpointError` unless the optimizer state `sd` has `opt`'s parameter groups and sizes."
+# %% ../nbs/14_checkpoint.ipynb #1d519482
+_MODEL_ONLY = "or load only the weights with `learn.load(path, model_only=True)`"
+
+def check_opt_state(opt, sd:dict, opt_type:str, path='The checkpoint'):
+    "Raise a `CheckpointError` unless optimizer state `sd`, of an optimizer of class `opt_type`, fits optimizer `opt`: its class, its parameter groups and sizes, and the shapes of the per-parameter states."
+    opt = _plain_opt(opt)
+    if opt_type != type(opt).__name__:
+        raise CheckpointError(f"{path} holds an optimizer state of class {opt_type}; this learner's optimizer is {type(opt).__name__}. "
+                              f"Train with the optimizer that saved it (`opt_func`), {_MODEL_ONLY}.")
     sizes = lambda groups: [len(g['params']) for g in groups]
     if sizes(sd['param_groups']) != sizes(opt.param_groups):
         raise CheckpointError(f"{path} holds an optimizer state for parameter groups of sizes {sizes(sd['param_groups'])}; "
                               f"this optimizer has {sizes(opt.param_groups)}.")
+    params = [p for g in opt.param_groups for p in g['params']]
+    ids = [i for g in sd['param_groups'] for i in g['params']]
+    misshaped = [f'{k} of parameter {n}: {tuple(v.shape)} in the file, {tuple(p.shape)} here'
+                 for n, (i, p) in enumerate(zip(ids, params)) for k, v in sd['state'].get(i, {}).items()
+                 if isinstance(v, torch.Tensor) and v.dim() == p.dim() and v.shape != p.shape]
+    if misshaped: raise CheckpointError(f"{path} holds an optimizer state of another shape ({_some(misshaped, 3)}).")
+
+def check_cb_states(cbs:dict, saved:dict, path='The checkpoint'):
+    "Raise a `CheckpointError` if a state in `saved` does not fit the callback of `cbs` (by name) that would take it: each callback that can tell checks with its `check_state_dict`."
+    for nm, cb in cbs.items():
+        if nm not in saved or not hasattr(cb, 'check_state_dict'): continue
+        try: cb.check_state_dict(saved[nm])
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path} holds a state for callback {nm} that does not fit it: {e}.") from e
+
+def check_rng_states(states:dict, dls=None, path='The checkpoint'):
+    "Raise a `CheckpointError` if `states` (from `rng_states`) cannot be set: a generator state of the wrong size or type."
+    def bad(what): return CheckpointError(f"{path} holds a damaged random number generator state ({what}); {_MODEL_ONLY}.")
+    def same(saved, own): return isinstance(saved, torch.Tensor) and saved.dtype == own.dtype and saved.shape == own.shape
+    try:
+        if not same(states['torch'], torch.get_rng_state()): raise bad('torch')
+        n, p = states['numpy'], states['python']
+        if not (isinstance(n['keys'], torch.Tensor) and n['keys'].shape == (624,)) or len(p['state']) != 625: raise bad('numpy or python')
+        for i, s in enumerate(states['cuda'][:torch.cuda.device_count()]):
+            if not same(s, torch.cuda.get_rng_state(i)): raise bad(f'cuda:{i}')
+        if states.get('mps') is not None and _mps_available() and not same(states['mps'], torch.mps.get_rng_state()): raise bad('mps')
+        for name, g in _generators(dls).items():
+            if name in states['generators'] and not same(states['generators'][name], g.get_state()): raise bad(name)
+    except (KeyError, TypeError, AttributeError) as e: raise bad(f'{type(e).__name__}: {e}') from e
+
+# %% ../nbs/14_checkpoint.ipynb #8384d701
+def _no_opt_state(path):
+    return CheckpointError(f"{path} holds no optimizer state, so this fit would start the optimizer afresh; "
+                           f"if that is what you want, {_MODEL_ONLY}.")
+
+def _check_all(learn, ckpt, path, opt, model_only, in_fit):
+    "Every check `load` makes before it changes anything; `opt` is the optimizer the state would go into."
+    try:
+        check_model_state(learn.model, ckpt['model'], path)
+        if model_only: return
+        if in_fit and opt is not None and ckpt['opt'] is None: raise _no_opt_state(path)
+        if opt is not None and ckpt['opt'] is not None: check_opt_state(opt, ckpt['opt'], ckpt['opt_type'], path)
+        check_cb_states(_stateful_cbs(learn.cbs), ckpt['cbs'], path)
+        check_rng_states(ckpt['rng'], learn.dls, path)
+        if not isinstance(ckpt['epoch'], int): raise TypeError(f"epoch {ckpt['epoch']!r} is not a number")
+    except (KeyError, TypeError, AttributeError) as e:   # a part missing, or of the wrong kind
+        raise CheckpointError(f"{path} lacks a part of a checkpoint or has one of the wrong kind ({type(e).__name__}: {e}).") from e
+
+class LoadedStateCB(Callback):
+    "The optimizer's and callbacks' states from a checkpoint that `Learner.load` read between fits: the next fit checks and applies them once it has made its optimizer and schedulers, then drops this callback."
+    order = 49   # after every callback that makes something in `before_fit` (schedulers, scalers, Accelerate); before `CheckpointCB`
+    def __init__(self, ckpt:dict, path): self.ckpt, self.path = ckpt, path
+
+    def before_fit(self, learn):
+        self.apply(learn)
+        learn.cbs.remove(self)   # once: a later fit goes on from wherever this one ends
+
+    def apply(self, learn):
+        "Check, then load, the optimizer's state into `learn.opt` and the callbacks' states into `learn`'s callbacks."
+        ckpt, opt, cbs = self.ckpt, getattr(learn, 'opt', None), _stateful_cbs(learn.cbs)
+        if opt is not None and ckpt['opt'] is None: raise _no_opt_state(self.path)
+        if opt is not None: check_opt_state(opt, ckpt['opt'], ckpt['opt_type'], self.path)
+        check_cb_states(cbs, ckpt['cbs'], self.path)
+        if opt is not None: opt.load_state_dict(ckpt['opt'])
+        for nm, sd in ckpt['cbs'].items():
+            if nm in cbs: cbs[nm].load_state_dict(sd)
+
+def _load(learn, path, model_only=False, in_fit=False):
+    "`Learner.load`; `in_fit`: during a fit (`CheckpointCB`), when the optimizer and schedulers to load into exist."
+    remove_stale_tmp(path)   # a temporary file that a killed `save` left beside it
+    ckpt = read_checkpoint(path)
+    opt = getattr(learn, 'opt', None) if in_fit else (   # between fits: the optimizer the next fit will make
+        learn.opt_func(learn.model.parameters(), learn.lr) if getattr(learn, 'opt_func', None) else None)
+    _check_all(learn, ckpt, path, opt, model_only, in_fit)
+    # Everything is checked: from here on nothing fails.
+    learn.model.load_state_dict(ckpt['model'])
+    for cb in [cb for cb in learn.cbs if isinstance(cb, LoadedStateCB)]: learn.cbs.remove(cb)   # the latest load wins
+    if model_only: return ckpt
+    set_rng_states(ckpt['rng'], learn.dls)
+    learn.epoch = ckpt['epoch']
+    if in_fit: LoadedStateCB(ckpt, path).apply(learn)
+    else: learn.cbs.append(LoadedStateCB(ckpt, path))
+    return ckpt
 
 # %% ../nbs/14_checkpoint.ipynb #c078ba0c
 @fc.patch
-def load(self:Learner, path):
-    "Restore what `save` wrote: the weights, the optimizer's state (if the learner has an optimizer), the states of the callbacks it has, the epoch and the random number generators. Every check comes first: on a `CheckpointError` nothing has changed."
-    ckpt = read_checkpoint(path)
-    check_model_state(self.model, ckpt['model'], path)
-    opt = getattr(self, 'opt', None)
-    if opt is not None and ckpt['opt'] is not None: _check_opt_state(opt, ckpt['opt'], path)
-    self.model.load_state_dict(ckpt['model'])
-    if opt is not None and ckpt['opt'] is not None: opt.load_state_dict(ckpt['opt'])
-    cbs = _stateful_cbs(self.cbs)
-    for nm, sd in ckpt['cbs'].items():
-        if nm in cbs: cbs[nm].load_state_dict(sd)
-    set_rng_states(ckpt['rng'], self.dls)
-    self.epoch = ckpt['epoch']
+def load(self:Learner, path, model_only=False):
+    "Restore what `save` wrote: the weights and, unless `model_only`, the epoch, the random number generators, and, for the next `fit` to go on where the saved run stopped, the optimizer's and callbacks' states (that fit applies them once it has made its optimizer and schedulers). Everything is checked first: on a `CheckpointError` nothing has changed."
+    _load(self, path, model_only)
     return self
 
 # %% ../nbs/14_checkpoint.ipynb #601b7854
 class GatherPredsCB(Callback):
-    "Collect the predictions and targets of every batch, on the CPU."
+    "Collect the predictions and targets of every batch, on the CPU, once the loss is computed (where a multi-process callback has gathered them from every process)."
     def before_epoch(self, learn): self.preds, self.targs = [], []
-    def after_predict(self, learn):
+    def after_loss(self, learn):
         self.preds.append(to_cpu(learn.preds))
         self.targs.append(to_cpu(learn.batch[1]))
 
@@ -179,17 +300,19 @@ def _prepares_batches(cb):
 # %% ../nbs/14_checkpoint.ipynb #6047096f
 @fc.patch
 def get_preds(self:Learner, dl=None):
-    "Predictions and targets of DataLoader `dl` (default: the validation one), on the CPU. Nothing trains, the model's mode is restored, and only the callbacks that prepare batches take part (metrics, progress bars, schedules and checkpoints do not)."
+    "Predictions and targets of DataLoader `dl` (default: the validation one), on the CPU. Nothing trains; only the callbacks that prepare batches take part (metrics, progress bars, schedules and checkpoints do not), and they clean up after themselves; the learner's attributes and the model's mode are as they were."
     if dl is None: dl = getattr(self.dls, 'valid', None)
     if dl is None: raise ValueError("get_preds: this learner has no validation DataLoader; pass one with `dl=`.")
-    dls, cbs, mode, gather = self.dls, self.cbs, self.model.training, GatherPredsCB()
-    self.dls, self.cbs = SimpleNamespace(train=None, valid=dl), [cb for cb in cbs if _prepares_batches(cb)] + [gather]
+    attrs, mode, gather = dict(vars(self)), self.model.training, GatherPredsCB()
+    self.dls, self.cbs = SimpleNamespace(train=None, valid=dl), [cb for cb in self.cbs if _prepares_batches(cb)] + [gather]
     try:
         self.callback('before_fit')   # e.g. `DeviceCB` puts the model on its device
         with torch.no_grad(): self.one_epoch(False)
     finally:
-        self.dls, self.cbs = dls, cbs
-        self.model.train(mode)
+        try: self.callback('cleanup_fit')   # e.g. `AccelerateCB` gives back the plain model
+        finally:
+            vars(self).clear(); vars(self).update(attrs)
+            self.model.train(mode)
     return torch.cat(gather.preds), torch.cat(gather.targs)
 
 # %% ../nbs/14_checkpoint.ipynb #e2575eb6
@@ -198,7 +321,7 @@ def is_main_process(learn) -> bool:
     return getattr(learn, 'is_main_process', True)
 
 class CheckpointCB(Callback):
-    "After each validation pass save the learner to `path/last.pt`, and to `path/best.pt` when metric `monitor` is the best so far (`mode` 'max' or 'min'). With `resume`, a fit continues from `path/last.pt` if it exists. Only the main process writes."
+    "After each validation pass save the learner to `path/last.pt`, and first to `path/best.pt` when metric `monitor` is the best so far (`mode` 'max' or 'min'). With `resume`, a fit continues from `path/last.pt` if it exists. Only the main process writes."
     order = 50   # after MetricsCB has the epoch's metrics, and after the schedulers exist (`before_fit`)
     def __init__(self, path='.', monitor='accuracy', mode='max', resume=False):
         if mode not in ('max', 'min'): raise ValueError(f"CheckpointCB: mode={mode!r}; use 'max' (e.g. accuracy) or 'min' (e.g. loss).")
@@ -213,6 +336,9 @@ class CheckpointCB(Callback):
     def state_dict(self):
         "The best score so far, its epoch, and the metric it is a score of."
         return {'monitor': self.monitor, 'best': self.best, 'best_epoch': self.best_epoch}
+    def check_state_dict(self, sd):
+        "Raise a `ValueError` unless `sd` is a `state_dict` of this callback's kind."
+        if set(sd) != {'monitor', 'best', 'best_epoch'}: raise ValueError(f"keys {sorted(sd)}, not ['best', 'best_epoch', 'monitor']")
     def load_state_dict(self, sd):
         "Restore the best score so far, unless it is a score of another metric (then start afresh)."
         self.best, self.best_epoch = (sd['best'], sd['best_epoch']) if sd['monitor'] == self.monitor else (None, None)
@@ -222,7 +348,7 @@ class CheckpointCB(Callback):
         if self.monitor not in names:
             raise ValueError(f"CheckpointCB: no metric {self.monitor!r} to monitor; MetricsCB has {names or 'no metrics (add a MetricsCB)'}.")
         self.start = 0
-        if self.resume and self.last.exists(): self.start = learn.load(self.last).epoch + 1
+        if self.resume and self.last.exists(): self.start = _load(learn, self.last, in_fit=True)['epoch'] + 1
 
     def before_epoch(self, learn):
         if learn.epoch < self.start: raise CancelEpochException()   # done before the run stopped
@@ -233,5 +359,10 @@ class CheckpointCB(Callback):
         better = self.best is None or (value > self.best if self.mode == 'max' else value < self.best)
         if better: self.best, self.best_epoch = value, learn.epoch
         if not is_main_process(learn): return
-        learn.save(self.last)
-        if better: atomic_write(self.best_file, partial(shutil.copyfile, self.last))   # the same file, copied
+        # best.pt first: a run killed between the two files resumes from the previous last.pt and writes best.pt again.
+        if better:
+            learn.save(self.best_file)
+            kill_point('best_written')
+            atomic_write(self.last, partial(shutil.copyfile, self.best_file))   # the same file, copied
+        else: learn.save(self.last)
+        kill_point('last_written')
