@@ -21,7 +21,7 @@ def test_no_hugging_face_datasets_import(module):
 # Each name a lesson imports from its module, and the one home it has now.
 LESSON_NAMES = {
     'miniai.conv': ['def_device', 'get_device', 'to_device', 'conv', 'collate_device'],
-    'miniai.learner': ['to_cpu', 'identity', 'Learner', 'MetricsCB', 'BatchTransformCB'],
+    'miniai.learner': ['to_cpu', 'identity', 'Learner', 'MetricsCB'],
     'miniai.activations': ['set_seed', 'Hooks', 'ActivationStats'],
     'miniai.datasets': ['show_image', 'subplots', 'get_grid', 'show_images', 'load_fashion_mnist', 'decoded_dls'],
     'miniai.init': ['BatchTransformCB', 'conv', 'clean_ipython_hist', 'clean_tb', 'clean_mem'],
@@ -44,9 +44,8 @@ def test_one_home_each():
         assert name in core.__all__, name
         for module, names in LESSON_NAMES.items():
             if name in names: assert getattr(importlib.import_module(module), name) is getattr(core, name), (module, name)
-    import miniai.conv, miniai.init, miniai.learner
+    import miniai.conv, miniai.init
     assert miniai.init.conv is miniai.conv.conv
-    assert miniai.init.BatchTransformCB is miniai.learner.BatchTransformCB
 
 
 def test_atomic_write_is_durable_and_removes_a_killed_writers_leftover(tmp_path, monkeypatch):
