@@ -10,19 +10,20 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+from datasets import DatasetDict
 from torcheval.metrics import MulticlassAccuracy
 from fastcore.script import call_parse, store_true
 
-from .core import def_device, atomic_write
+from .core import def_device, atomic_write, remove_path
 from .datasets import load_fashion_mnist, decoded_dls
 from .learner import Callback
-from .train import train, get_learner, NORMS
-from .checkpoint import CheckpointCB, read_checkpoint, is_main_process
+from .train import train, get_learner, input_stats, NORMS
+from .checkpoint import CheckpointCB, read_checkpoint, is_main_process, kill_point
 from .accel import AccelerateCB   # Accelerate itself is imported only when a fit starts
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'read_rows', 'write_rows', 'RunLogCB', 'plot_run', 'RunError', 'check_device', 'parse_widths',
-           'read_args', 'load_data', 'new_run_folder', 'main', 'evaluate']
+__all__ = ['RUN_FILES', 'SAVED_ARGS', 'read_rows', 'write_rows', 'RunLogCB', 'plot_run', 'RunError', 'check_device',
+           'parse_widths', 'read_args', 'load_data', 'new_run_folder', 'main', 'evaluate']
 
 # %% ../nbs/16_commands.ipynb #8a225d30
 def read_rows(fn) -> list[dict]:
@@ -32,6 +33,7 @@ def read_rows(fn) -> list[dict]:
 
 def write_rows(fn, rows, drop_from=None):
     "Add dicts `rows` to CSV file `fn`; with `drop_from`, first remove its rows of epoch `drop_from` and later. The file is rewritten with `atomic_write`."
+    if not rows and drop_from is None: return   # nothing changes
     old = read_rows(fn)
     if drop_from is not None: old = [r for r in old if int(r['epoch']) < drop_from]
     rows = old + rows
@@ -40,32 +42,40 @@ def write_rows(fn, rows, drop_from=None):
         with open(tmp, 'w', newline='') as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader(); w.writerows(rows)
+        kill_point('csv_tmp_written')   # the new file is complete, not yet renamed into place
     atomic_write(fn, write)
 
 class RunLogCB(Callback):
     "Write each pass's metrics to `folder/metrics.csv` (a row per epoch and split) and each training batch's learning rate and loss to `folder/batches.csv`. A resumed fit first drops the rows of the epoch it does again. Only the main process writes."
     order = CheckpointCB.order - 1   # an epoch's rows are on disk before the checkpoint that says it is done
     def __init__(self, folder): self.folder = Path(folder)
-    def before_fit(self, learn): self.batches, self.first = [], True
+    def before_fit(self, learn): self.batches, self.losses, self.first = [], [], True
     def before_batch(self, learn):
         if learn.training: self.lr = learn.opt.param_groups[0]['lr']   # the rate this batch's step uses
     def after_batch(self, learn):
-        if learn.training: self.batches.append({'epoch': learn.epoch, 'batch': learn.iter, 'lr': self.lr, 'loss': learn.loss.item()})
+        if not learn.training: return
+        self.batches.append({'epoch': learn.epoch, 'batch': learn.iter, 'lr': self.lr})
+        self.losses.append(learn.loss.detach())   # stays on the device: no wait here
+        kill_point('batch_done')
     def after_epoch(self, learn):
+        if self.losses:   # the training pass's losses, read from the device in one go
+            for row, loss in zip(self.batches, torch.stack(self.losses).float().tolist()): row['loss'] = loss
+        batches, self.batches, self.losses = self.batches, [], []
         if not is_main_process(learn): return
         drop = learn.epoch if self.first else None   # rows a stopped run left of this epoch
+        self.first = False
         write_rows(self.folder/'metrics.csv', [learn.metrics.history[-1]], drop)
-        write_rows(self.folder/'batches.csv', self.batches, drop)
-        self.batches, self.first = [], False
+        kill_point('metrics_csv_written')   # one of the two files has this pass's rows
+        write_rows(self.folder/'batches.csv', batches, drop)
 
 # %% ../nbs/16_commands.ipynb #1b23d11c
 def _save_plot(fn, ylabel, *lines):
-    "Plot each `(x, y, style, label)` of `lines` against the training batch and save the figure to `fn`."
+    "Plot each `(x, y, style, label)` of `lines` against the training batch and save the figure to `fn` (atomically)."
     fig, ax = plt.subplots(figsize=(6, 4))
     for x, y, style, label in lines: ax.plot(x, y, style, label=label)
     ax.set_xlabel('training batch'); ax.set_ylabel(ylabel)
     if len(lines) > 1: ax.legend()
-    fig.savefig(fn, dpi=100, bbox_inches='tight')
+    atomic_write(fn, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
     plt.close(fig)
 
 def plot_run(folder):
@@ -83,6 +93,7 @@ class RunError(ValueError):
     "Bad input to `miniai_train` or `miniai_eval`: the message says what to do."
 
 RUN_FILES = ('args.json', 'metrics.csv', 'batches.csv', 'loss.png', 'lr.png', 'last.pt', 'best.pt')
+SAVED_ARGS = ('epochs', 'bs', 'lr', 'seed', 'widths', 'norm', 'data', 'n_train', 'n_valid', 'n_holdout', 'stats')
 
 def check_device(device:str|None) -> str:
     "`device` if PyTorch has it here (None: the best one), else a `RunError` that says which to use."
@@ -104,41 +115,58 @@ def parse_widths(widths:str) -> tuple:
     return (1, *nfs)
 
 def read_args(folder) -> dict:
-    "The arguments `miniai_train` saved in `folder/args.json`, or a `RunError` if `folder` is not a run."
+    "The arguments `miniai_train` saved in `folder/args.json` (with the normalisation `stats`), or a `RunError` if `folder` is not a run."
     fn = Path(folder)/'args.json'
     if not fn.is_file(): raise RunError(f"{folder} is not a miniai_train run: it has no args.json.")
-    try: return json.loads(fn.read_text())
+    try: args = json.loads(fn.read_text())
     except ValueError: raise RunError(f"{fn} is damaged: it is not JSON.") from None
+    missing = [k for k in SAVED_ARGS if k not in args] if isinstance(args, dict) else list(SAVED_ARGS)
+    if missing: raise RunError(f"{fn} lacks {', '.join(missing)}: it was written by an older miniai_train; train the model again.")
+    return args
 
-def load_data(args:dict):
-    "Fashion-MNIST (or the IDX folder `args['data']`), cut to the first `n_train` training and `n_valid` test images if given."
+def load_data(args:dict) -> DatasetDict:
+    "Fashion-MNIST (or the IDX folder `args['data']`) as `train`, `valid` (the last `n_holdout` training images, held out) and `test`; `n_train` and `n_valid` keep only the first images of the first two, for a quick run."
     dsd = load_fashion_mnist(args['data'])
-    for split, n in (('train', args['n_train']), ('test', args['n_valid'])):
-        if n is not None: dsd[split] = dsd[split].select(range(min(n, len(dsd[split]))))
-    return dsd
+    n_all, n_hold = len(dsd['train']), args['n_holdout']
+    if not 0 < n_hold < n_all:
+        raise RunError(f"--n_holdout {n_hold}: hold out at least 1 and fewer than all {n_all} training images for validation.")
+    splits = {'train': dsd['train'].select(range(n_all - n_hold)), 'valid': dsd['train'].select(range(n_all - n_hold, n_all))}
+    for split, n in (('train', args['n_train']), ('valid', args['n_valid'])):
+        if n is not None: splits[split] = splits[split].select(range(min(n, len(splits[split]))))
+    return DatasetDict(**splits, test=dsd['test'])
 
 # %% ../nbs/16_commands.ipynb #079b6c52
 def new_run_folder(out:str|None, overwrite:bool=False) -> Path:
     "The folder for a new run: `out`, or runs/<date>-<time>. A folder that holds anything is refused unless `overwrite` (then only a run's own files are removed)."
     folder = Path(out) if out else Path('runs')/datetime.now().strftime('%Y%m%d-%H%M%S')
-    if folder.is_dir() and any(folder.iterdir()):
+    # A run killed while writing its first file (args.json) leaves only that file's temporary copy: no run to keep.
+    half_written = [p for p in folder.glob('.*.tmp*') if p.name.split('.tmp')[0][1:] in RUN_FILES] if folder.is_dir() else []
+    if folder.is_dir() and any(p not in half_written for p in folder.iterdir()):
         if not overwrite: raise RunError(f"{folder} exists and is not empty: continue its run with --resume {folder}, "
                                          f"replace its results with --overwrite, or choose another --out.")
         for nm in RUN_FILES: (folder/nm).unlink(missing_ok=True)
+    for p in half_written: remove_path(p)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 def _check_args(args:dict):
     "Refuse the options of a new run that cannot work, before anything is written."
-    for k in ('epochs', 'bs', 'n_train', 'n_valid'):
+    for k in ('epochs', 'bs', 'n_train', 'n_valid', 'n_holdout'):
         if args[k] is not None and args[k] < 1: raise RunError(f"--{k} {args[k]}: it must be at least 1.")
     if args['lr'] <= 0: raise RunError(f"--lr {args['lr']}: the learning rate must be positive.")
     if args['norm'] not in NORMS: raise RunError(f"--norm {args['norm']}: use one of {', '.join(NORMS)}.")
     parse_widths(args['widths'])
 
 # %% ../nbs/16_commands.ipynb #5cafa1af
-def _run(args:dict):
-    "`main`'s work; `args` holds every option as given."
+def _stopped(folder) -> str:
+    "What the user reads after Ctrl-C: what the last checkpoint holds and how to continue."
+    if folder is None: return "stopped (Ctrl-C) before the run had a folder: nothing to continue."
+    last = Path(folder)/'last.pt'
+    kept = f"{last} holds the run to the end of epoch {read_checkpoint(last)['epoch']+1}" if last.exists() else "no epoch had finished"
+    return f"stopped (Ctrl-C); {kept}. Continue with: miniai_train --resume {folder}"
+
+def _run(args:dict, where:dict):
+    "`main`'s work; `args` holds every option as given. The run's folder goes in `where['folder']` as soon as it is known."
     start, device = time.time(), check_device(args['device'])
     main_process = os.environ.get('RANK', '0') == '0'   # torchrun numbers its processes; a single run has no RANK
     if args['resume']:
@@ -151,27 +179,41 @@ def _run(args:dict):
         last = folder/'last.pt'
         done = read_checkpoint(last)['epoch'] + 1 if last.exists() else 0
         if done >= args['epochs']:
-            print(f"{folder} has finished all its {args['epochs']} epochs: nothing to resume.")
+            undrawn = [nm for nm in ('loss.png', 'lr.png') if not (folder/nm).exists()]
+            if undrawn and main_process: plot_run(folder)   # the run stopped after its last checkpoint, before its plots
+            print(f"{folder} has finished all its {args['epochs']} epochs: nothing to resume" +
+                  (f"; drew {' and '.join(undrawn)}." if undrawn else '.'))
             return
+        where['folder'] = folder
         print(f'resuming {folder} after epoch {done}' if done else f'{folder} has no checkpoint yet: starting it again')
     else:
         _check_args(args)
         if 'RANK' in os.environ and not args['out']: raise RunError("Under torchrun give --out, so that every process uses one folder.")
-        folder = new_run_folder(args['out'], args['overwrite']) if main_process else Path(args['out'])
+        folder = where['folder'] = new_run_folder(args['out'], args['overwrite']) if main_process else Path(args['out'])
         print(f'results go to {folder}', flush=True)
     dsd = load_data(args)   # a data error leaves at most an empty folder, which the next try may use
-    if main_process and not args['resume']:   # the folder and device as used, everything else as given
-        (folder/'args.json').write_text(json.dumps({**args, 'out': str(folder), 'device': device}, indent=1))
+    if not args['resume']:
+        # The training images' statistics, kept with the run: miniai_eval and a resumed run normalise as training did.
+        args['stats'] = input_stats(decoded_dls(dsd, args['bs']))
+        if main_process:   # the folder and device as used, everything else as given
+            saved = json.dumps({**args, 'out': str(folder), 'device': device}, indent=1)
+            def write(tmp):
+                tmp.write_text(saved)
+                kill_point('args_tmp_written')
+            atomic_write(folder/'args.json', write)
     ckpt = CheckpointCB(folder, monitor='accuracy', mode='max', resume=bool(args['resume']))
     # Started by torchrun or `accelerate launch` as several processes: Accelerate shares out the batches (15_accel).
     launched = int(os.environ.get('WORLD_SIZE', '1')) > 1
     _, acc = train(args['epochs'], args['bs'], args['lr'], args['seed'], parse_widths(args['widths']), dsd,
-                   cbs=[RunLogCB(folder), ckpt] + ([AccelerateCB()] if launched else []), norm=args['norm'], device=device)
+                   cbs=[RunLogCB(folder), ckpt] + ([AccelerateCB()] if launched else []), norm=args['norm'],
+                   device=device, stats=args['stats'])
     if not main_process: return
     plot_run(folder)
-    print(f"validation accuracy after {args['epochs']} epochs: {acc:.4f} (best {ckpt.best:.4f}, epoch {ckpt.best_epoch+1}); "
-          f"{time.time()-start:.0f}s on {device}" + (f' with {torch.get_num_threads()} threads' if device == 'cpu' else ''))
-    print(f'results in {folder}: last.pt, best.pt, metrics.csv, loss.png, lr.png, args.json; evaluate with: miniai_eval {folder}')
+    print(f"validation accuracy after {args['epochs']} epochs: {acc:.4f} (best {ckpt.best:.4f}, epoch {ckpt.best_epoch+1}) "
+          f"on {len(dsd['valid'])} held-out training images; {time.time()-start:.0f}s on {device}" +
+          (f' with {torch.get_num_threads()} threads' if device == 'cpu' else ''))
+    print(f'results in {folder}: last.pt, best.pt, metrics.csv, loss.png, lr.png, args.json; '
+          f'test accuracy (images training never saw) with: miniai_eval {folder}')
 
 @call_parse
 def main(epochs:int=5,              # number of epochs (one-cycle over all of them)
@@ -181,32 +223,50 @@ def main(epochs:int=5,              # number of epochs (one-cycle over all of th
          widths:str='16,32,64,128', # the model's width: channels of each stride-2 conv layer, comma-separated
          norm:str='batch',          # normalisation layer after each conv: batch, layer, running or none
          data:str=None,             # folder of Fashion-MNIST IDX files (default: $MINIAI_FASHION_MNIST, Debian's package, the hub)
-         n_train:int=None,          # use only the first N training images (a quick run)
-         n_valid:int=None,          # use only the first N test images for validation
+         n_holdout:int=10_000,      # training images held out for validation (the per-epoch table and best.pt)
+         n_train:int=None,          # train on only the first N of the other training images (a quick run)
+         n_valid:int=None,          # validate on only the first N held-out images
          out:str=None,              # folder for the results (default: runs/<date>-<time> under the working directory)
          resume:str=None,           # folder of a stopped run: continue it from its last checkpoint, with its settings
          overwrite:store_true=False, # replace the results in an existing --out folder
          device:str=None):          # cpu, cuda, cuda:N or mps (default: the best one here)
     "Train a batch-norm CNN on Fashion-MNIST and keep the results in a folder: last.pt and best.pt (checkpoints), metrics.csv, batches.csv, loss.png, lr.png and args.json."
-    args = dict(locals())   # every option, as given
-    try: _run(args)
-    except (ValueError, OSError) as e: sys.exit(f'miniai_train: {e}')   # bad input: one line, exit status 1
+    args, where = dict(locals()), {}   # every option, as given
+    try: _run(args, where)
+    except KeyboardInterrupt:   # Ctrl-C: what is kept, and how to continue; exit status 130 as the shell's own
+        print(f"miniai_train: {_stopped(where.get('folder'))}", file=sys.stderr)
+        sys.exit(130)
+    except FloatingPointError as e:   # a NaN or infinite loss
+        sys.exit(f"miniai_train: {str(e).split('. ')[0]}. The learning rate is probably too high: try a lower --lr than {args['lr']}.")
+    except torch.cuda.OutOfMemoryError:
+        sys.exit(f"miniai_train: the device ran out of memory: try a smaller --bs than {args['bs']} or smaller --widths.")
+    except (ValueError, OSError) as e: sys.exit(f'miniai_train: {e}')   # bad input, a damaged file: one line, exit status 1
     # Return nothing: the console script passes main's return value to `sys.exit`, where a number is an error status.
 
 # %% ../nbs/16_commands.ipynb #f584adcb
+def _evaluate(run, which='last', split='test', device=None):
+    "The accuracy of `run`'s checkpoint `which` on its `split`, the number of images and the epochs the checkpoint holds."
+    if which not in ('last', 'best'): raise RunError(f"--which {which}: use last or best.")
+    if split not in ('test', 'valid'): raise RunError(f"--split {split}: use test or valid.")
+    args, fn = read_args(run), Path(run)/f'{which}.pt'
+    read_checkpoint(fn)   # fail before the data loads
+    dsd = load_data(args)
+    dls = decoded_dls(DatasetDict(train=dsd['train'], valid=dsd[split]), args['bs'])
+    learn = get_learner(dls, args['epochs'], args['lr'], parse_widths(args['widths']), args['norm'],
+                        check_device(device), progress=False, stats=args['stats']).load(fn)
+    preds, targs = learn.get_preds()
+    return MulticlassAccuracy().update(preds, targs).compute().item(), len(targs), learn.epoch+1
+
 @call_parse
 def evaluate(run:str,          # a folder written by miniai_train
              which:str='last', # the checkpoint to evaluate: last or best
+             split:str='test', # test (images training never saw) or valid (the held-out training images)
              device:str=None): # cpu, cuda, cuda:N or mps (default: the best one here)
-    "Evaluate a model that `miniai_train` saved on the test split and print its accuracy (the `miniai_eval` command)."
+    "Evaluate a model that `miniai_train` saved on the test split (or the validation split) and print its accuracy (the `miniai_eval` command)."
     try:
-        if which not in ('last', 'best'): raise RunError(f"--which {which}: use last or best.")
-        args, fn = read_args(run), Path(run)/f'{which}.pt'
-        read_checkpoint(fn)   # fail before the data loads
-        dls = decoded_dls(load_data(args), args['bs'])
-        learn = get_learner(dls, args['epochs'], args['lr'], parse_widths(args['widths']), args['norm'],
-                            check_device(device), progress=False).load(fn)
-        preds, targs = learn.get_preds()
-        acc = MulticlassAccuracy().update(preds, targs).compute().item()
-        print(f'test accuracy of {fn} (after epoch {learn.epoch+1}): {acc:.4f}')
+        acc, n, epochs = _evaluate(run, which, split, device)
+        print(f"{'test' if split == 'test' else 'validation'} accuracy of {Path(run)/which}.pt (after epoch {epochs}): {acc:.4f} "
+              f"on {n} {'test images, which training never saw' if split == 'test' else 'held-out training images'}")
+    except KeyboardInterrupt:
+        print('miniai_eval: stopped (Ctrl-C).', file=sys.stderr); sys.exit(130)
     except (ValueError, OSError) as e: sys.exit(f'miniai_eval: {e}')

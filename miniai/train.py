@@ -38,24 +38,24 @@ def input_stats(dls) -> tuple[float, float]:
     return xs.mean().item()/255, xs.std().item()/255
 
 def get_learner(dls, epochs:int, lr:float=1e-2, nfs=(1, 16, 32, 64, 128), norm='batch', device=None,
-                progress:bool=True, cbs=()) -> TrainLearner:
-    "The recipe's learner: `get_model(nfs, norm)` kaiming-initialised, inputs normalised by `input_stats`, AdamW with one-cycle over `epochs`, accuracy and loss, then the extra callbacks `cbs`."
+                progress:bool=True, cbs=(), stats=None) -> TrainLearner:
+    "The recipe's learner: `get_model(nfs, norm)` kaiming-initialised, inputs normalised with `stats` (mean, std; default `input_stats(dls)`), AdamW with one-cycle over `epochs`, accuracy and loss, then the extra callbacks `cbs`."
     if isinstance(norm, str):
         if norm not in NORMS: raise ValueError(f"norm={norm!r} is not one of {', '.join(NORMS)}.")
         norm = NORMS[norm]
     model = get_model(nfs=nfs, norm=norm).apply(init_weights)
     sched = partial(lr_scheduler.OneCycleLR, max_lr=lr, total_steps=epochs*len(dls.train))
-    cbs = [DeviceCB(device or def_device), BatchTransformCB(normalise_batch(*input_stats(dls))),
+    cbs = [DeviceCB(device or def_device), BatchTransformCB(normalise_batch(*(stats or input_stats(dls)))),
            MetricsCB(accuracy=MulticlassAccuracy()), BatchSchedCB(sched), *cbs]
     if progress: cbs.append(ProgressCB())
     return TrainLearner(model, dls, F.cross_entropy, lr=lr, cbs=cbs, opt_func=optim.AdamW)
 
 def train(epochs:int=5, bs:int=256, lr:float=1e-2, seed:int=1, nfs=(1, 16, 32, 64, 128), dd=None,
-          progress:bool=True, cbs=(), norm='batch', device=None):
-    "Train `12_batchnorm`'s batch-norm CNN (AdamW, one-cycle) on `dd` (default Fashion-MNIST) with extra callbacks `cbs`; return `(learner, valid accuracy)`."
+          progress:bool=True, cbs=(), norm='batch', device=None, stats=None):
+    "Train `12_batchnorm`'s batch-norm CNN (AdamW, one-cycle) on the first split of `dd` (default Fashion-MNIST) with extra callbacks `cbs`; return `(learner, accuracy on the second split)`."
     if epochs < 1: raise ValueError(f"train: epochs={epochs}; it must be at least 1.")
     if dd is None: dd = load_fashion_mnist()
     set_seed(seed)
-    learn = get_learner(decoded_dls(dd, bs), epochs, lr, nfs, norm, device, progress, cbs)
+    learn = get_learner(decoded_dls(dd, bs), epochs, lr, nfs, norm, device, progress, cbs, stats)
     learn.fit(epochs)
     return learn, learn.metrics.metrics['accuracy'].compute().item()

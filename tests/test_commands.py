@@ -1,27 +1,51 @@
-"The commands: `miniai_train` keeps its results in a folder and `miniai_eval` reports the same accuracy; bad input gives one clear line."
-import json, os, shutil, subprocess
+"""The commands: `miniai_train` keeps its results in a folder, validates on images held out from training and
+`miniai_eval` reports the test split; bad input and faults give one clear line; a run killed at any moment (SIGKILL,
+one process or two under torchrun) resumes to the weights of an uninterrupted run; Ctrl-C stops cleanly."""
+import json, os, shutil, signal, subprocess, sys, sysconfig, time
 
+import numpy as np
 import pytest
 import torch
 
-from miniai.checkpoint import CheckpointCB, read_checkpoint
-from miniai.commands import main, evaluate, read_rows
+from miniai.checkpoint import read_checkpoint
+from miniai.commands import main, evaluate, read_rows, load_data, RUN_FILES
+import miniai.commands as commands
+from conftest import make_idx_folder
 
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1', 'MPLBACKEND': 'Agg'}
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1', 'MPLBACKEND': 'Agg',
+       'HF_DATASETS_DISABLE_PROGRESS_BARS': '1'}   # what a command prints is all there is on stderr
+ENV.pop('MINIAI_TEST_KILL_AT', None)
 QUICK = ['--epochs', '2', '--n_train', '1024', '--n_valid', '512', '--widths', '8,8,16,16', '--bs', '64']
+SCRIPTS = sysconfig.get_path('scripts')   # the real scripts (a pyenv shim is a shell script)
 
 
-def run_cli(*args):
-    exe = shutil.which(args[0])
-    assert exe, f"the console script {args[0]} is not installed: run `pip install -e .`"
-    return subprocess.run([exe, *args[1:]], capture_output=True, text=True, env=ENV, timeout=300)
+def run_cli(*args, env=ENV, timeout=300):
+    exe = os.path.join(SCRIPTS, args[0])
+    assert os.path.exists(exe), f"the console script {args[0]} is not installed: run `pip install -e .`"
+    return subprocess.run([exe, *args[1:]], capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def last_accuracy(stdout, start):
+def printed_accuracy(stdout, start):
     "The accuracy on the line of `stdout` that starts with `start`, as printed (4 decimals)."
     line = next(l for l in stdout.splitlines() if l.startswith(start))
     return line.split(': ')[1].split()[0]
 
+
+def weights(fn): return read_checkpoint(fn)['model']
+
+def same_weights(a, b):
+    a, b = weights(a), weights(b)
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+def best_epoch(folder):
+    "The epoch whose validation accuracy metrics.csv says is the best (the first of equals, as CheckpointCB keeps)."
+    valid = [r for r in read_rows(folder/'metrics.csv') if r['train'] == 'eval']
+    return int(max(valid, key=lambda r: float(r['accuracy']))['epoch'])   # max keeps the first of equals
+
+def leftovers(folder): return sorted(p.name for p in folder.iterdir() if p.name.startswith('.'))
+
+
+# ---------- a quick run on the real data: the files, the figures, and which split each comes from ----------
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
@@ -35,32 +59,62 @@ def run(tmp_path_factory):
 def test_run_folder_holds_the_results(run):
     out, stdout = run
     assert f'results go to {out}' in stdout
-    assert sorted(p.name for p in out.iterdir()) == ['args.json', 'batches.csv', 'best.pt', 'last.pt', 'loss.png', 'lr.png', 'metrics.csv']
+    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
     args = json.loads((out/'args.json').read_text())
-    assert (args['epochs'], args['n_train'], args['widths'], args['norm'], args['out']) == (2, 1024, '8,8,16,16', 'batch', str(out))
+    assert (args['epochs'], args['n_train'], args['n_holdout'], args['widths'], args['out']) == (2, 1024, 10_000, '8,8,16,16', str(out))
+    mean, std = args['stats']   # of the training images, on the [0, 1] scale
+    assert 0.25 < mean < 0.33 and 0.3 < std < 0.4
     rows = read_rows(out/'metrics.csv')
     assert [(r['epoch'], r['train']) for r in rows] == [('0', 'train'), ('0', 'eval'), ('1', 'train'), ('1', 'eval')]
-    acc = last_accuracy(stdout, 'validation accuracy after 2 epochs')
-    assert f"{float(rows[-1]['accuracy']):.4f}" == acc
+    acc = printed_accuracy(stdout, 'validation accuracy after 2 epochs')
+    assert f"{float(rows[-1]['accuracy']):.4f}" == acc and 'on 512 held-out training images' in stdout
     assert float(acc) > 0.5   # ten classes: guessing gives 0.1
     assert len(read_rows(out/'batches.csv')) == 2*1024//64
     assert (out/'loss.png').read_bytes()[:4] == b'\x89PNG'
 
 
-def test_eval_prints_the_accuracy_training_reported(run):
+def test_eval_reports_the_test_split_and_reproduces_the_validation_figure(run):
     out, stdout = run
-    res = run_cli('miniai_eval', str(out))
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert last_accuracy(res.stdout, 'test accuracy of') == last_accuracy(stdout, 'validation accuracy after 2 epochs')
+    valid = run_cli('miniai_eval', str(out), '--split', 'valid')
+    assert valid.returncode == 0, valid.stderr[-2000:]
+    assert printed_accuracy(valid.stdout, 'validation accuracy of') == printed_accuracy(stdout, 'validation accuracy after 2 epochs')
+    test = run_cli('miniai_eval', str(out))
+    assert test.returncode == 0, test.stderr[-2000:]
+    assert 'on 10000 test images, which training never saw' in test.stdout
+    assert 0.5 < float(printed_accuracy(test.stdout, 'test accuracy of')) < 1
+
+
+def test_eval_normalises_with_the_saved_statistics(run, tmp_path):
+    "The statistics in args.json are the ones used: other statistics give other predictions."
+    out, _ = run
+    acc = commands._evaluate(out, split='valid')[0]
+    other = tmp_path/'other'
+    shutil.copytree(out, other)
+    args = json.loads((other/'args.json').read_text())
+    (other/'args.json').write_text(json.dumps({**args, 'stats': [0.0, 1.0]}))
+    assert commands._evaluate(other, split='valid')[0] != acc
+
+
+def test_validation_images_are_held_out_from_training(tmp_path):
+    make_idx_folder(tmp_path/'idx', n_train=30, n_test=7)   # image i has i in its top-left pixel
+    def ids(ds): return [int(np.array(im)[0, 0]) for im in ds['image']]
+    dsd = load_data({'data': str(tmp_path/'idx'), 'n_holdout': 10, 'n_train': None, 'n_valid': None})
+    assert (ids(dsd['train']), ids(dsd['valid']), ids(dsd['test'])) == (list(range(20)), list(range(20, 30)), list(range(7)))
+    dsd = load_data({'data': str(tmp_path/'idx'), 'n_holdout': 10, 'n_train': 5, 'n_valid': 3})
+    assert (ids(dsd['train']), ids(dsd['valid'])) == (list(range(5)), [20, 21, 22])
+    with pytest.raises(ValueError, match='--n_holdout 30: hold out at least 1 and fewer than all 30'):
+        load_data({'data': str(tmp_path/'idx'), 'n_holdout': 30, 'n_train': None, 'n_valid': None})
 
 
 def test_resume_of_a_finished_run_does_nothing(run, capsys):
     out, _ = run
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     main(resume=str(out))
-    assert 'has finished all its 2 epochs: nothing to resume' in capsys.readouterr().out
+    assert 'has finished all its 2 epochs: nothing to resume.' in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
+
+# ---------- bad input and faults: one line, a non-zero exit status, nothing lost ----------
 
 def test_bad_input_gives_one_line_and_exit_status(tmp_path):
     res = run_cli('miniai_train', '--epochs', '0')
@@ -69,6 +123,7 @@ def test_bad_input_gives_one_line_and_exit_status(tmp_path):
 
 @pytest.mark.parametrize('kwargs, says', [
     (dict(epochs=0), '--epochs 0: it must be at least 1'),
+    (dict(n_holdout=0), '--n_holdout 0: it must be at least 1'),
     (dict(device='tpu'), '--device tpu: unknown device'),
     (dict(widths='8,x'), '--widths 8,x: give the channels'),
     (dict(widths='8,16'), '--widths 8,16: give four widths'),
@@ -102,43 +157,209 @@ def test_eval_refuses_a_checkpoint_of_another_model(run, tmp_path):
     (other/'args.json').write_text(json.dumps({**args, 'widths': '8,8,16,32'}))   # not the model last.pt holds
     with pytest.raises(SystemExit, match=r'holds another architecture than this model \(mis-shaped: 3.0.weight'): evaluate(str(other))
     with pytest.raises(SystemExit, match='--which worst: use last or best'): evaluate(str(out), which='worst')
+    with pytest.raises(SystemExit, match='--split train: use test or valid'): evaluate(str(out), split='train')
 
 
-def test_resume_after_an_interruption_and_overwrite(tmp_path, monkeypatch, capsys):
-    quick = dict(epochs=2, n_train=1024, n_valid=512, widths='8,8,16,16', bs=64)
-    full, stopped = tmp_path/'full', tmp_path/'stopped'
-    main(out=str(full), **quick)
-    save_checkpoint = CheckpointCB.after_epoch
-    def stop_after_epoch_0(self, learn):   # as if the user pressed Ctrl-C just after the first checkpoint
-        save_checkpoint(self, learn)
-        if not learn.training and learn.epoch == 0: raise KeyboardInterrupt()
-    monkeypatch.setattr(CheckpointCB, 'after_epoch', stop_after_epoch_0)
-    with pytest.raises(KeyboardInterrupt): main(out=str(stopped), **quick)
-    monkeypatch.undo()
-    assert read_checkpoint(stopped/'last.pt')['epoch'] == 0
-    capsys.readouterr()
-    main(resume=str(stopped))
-    assert f'resuming {stopped} after epoch 1' in capsys.readouterr().out
-    same_run = lambda a, b: (read_rows(a/'metrics.csv') == read_rows(b/'metrics.csv') and
-                             torch.equal(read_checkpoint(a/'last.pt')['model']['0.0.weight'], read_checkpoint(b/'last.pt')['model']['0.0.weight']))
-    assert same_run(stopped, full)
-    (stopped/'mine.txt').write_text('not a run file')
-    main(out=str(stopped), overwrite=True, seed=2, **quick)   # a run's own files are replaced, nothing else
-    assert not same_run(stopped, full) and (stopped/'mine.txt').read_text() == 'not a run file'
+# Tiny runs on random images (a tiny IDX folder): what they learn does not matter, only what they keep.
+TINY = dict(epochs=3, bs=32, widths='4,4,4,4', n_holdout=32)   # 128 training images: 4 batches an epoch
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('idx')
+    make_idx_folder(folder, n_train=160, n_test=20)
+    return str(folder)
 
 
-def test_the_main_job_under_torchrun(tmp_path):
-    "Two processes started by torchrun: Accelerate shares out the batches, one table, one set of files, same accuracy."
-    import sysconfig
-    out = tmp_path/'two'
-    torchrun = os.path.join(sysconfig.get_path('scripts'), 'torchrun')
-    exe = os.path.join(sysconfig.get_path('scripts'), 'miniai_train')   # the real script (a pyenv shim is a shell script)
-    res = subprocess.run([torchrun, '--standalone', '--nproc_per_node', '2', exe, *QUICK, '--out', str(out)],
-                         capture_output=True, text=True, env=ENV, timeout=300)
+def test_a_nan_loss_gives_one_line(tiny_data, tmp_path):
+    with pytest.raises(SystemExit) as e: main(out=str(tmp_path/'nan'), data=tiny_data, **{**TINY, 'lr': 1e30})
+    msg = e.value.code
+    assert msg.startswith('miniai_train: The training loss ') and ' nan ' in msg and '\n' not in msg
+    assert msg.endswith('The learning rate is probably too high: try a lower --lr than 1e+30.')
+
+
+def test_a_damaged_checkpoint_gives_one_line(tiny_data, tmp_path):
+    out = tmp_path/'run'
+    main(out=str(out), data=tiny_data, **{**TINY, 'epochs': 1})
+    ckpt = torch.load(out/'last.pt', weights_only=True)
+    # A run that needs another epoch, whose checkpoint holds a generator state that is not one
+    args = json.loads((out/'args.json').read_text())
+    (out/'args.json').write_text(json.dumps({**args, 'epochs': 2}))
+    ckpt['rng']['torch'] = torch.zeros(3, dtype=torch.uint8)
+    torch.save(ckpt, out/'last.pt')
+    with pytest.raises(SystemExit) as e: main(resume=str(out))
+    assert e.value.code.startswith('miniai_train: ') and 'last.pt' in e.value.code and '\n' not in e.value.code
+    (out/'last.pt').write_bytes((out/'best.pt').read_bytes()[:1000])   # cut off
+    with pytest.raises(SystemExit, match=r'miniai_train: .*last.pt is damaged'): main(resume=str(out))
+    with pytest.raises(SystemExit, match=r'miniai_eval: .*last.pt is damaged'): evaluate(str(out))
+
+
+def test_an_internal_error_keeps_its_traceback(tiny_data, tmp_path, monkeypatch):
+    "A bug is not a bad input: it is not turned into one line."
+    def broken(*args, **kwargs): return 1/0
+    monkeypatch.setattr(commands, 'train', broken)
+    with pytest.raises(ZeroDivisionError): main(out=str(tmp_path/'bug'), data=tiny_data, **TINY)
+
+
+def test_overwrite_replaces_only_the_run_files(tiny_data, tmp_path):
+    out = tmp_path/'run'
+    main(out=str(out), data=tiny_data, **TINY)
+    first = weights(out/'last.pt')
+    (out/'mine.txt').write_text('not a run file')
+    main(out=str(out), overwrite=True, seed=2, data=tiny_data, **TINY)
+    assert not torch.equal(weights(out/'last.pt')['0.0.weight'], first['0.0.weight'])
+    assert (out/'mine.txt').read_text() == 'not a run file'
+
+
+# ---------- break it on purpose: SIGKILL at many moments, then --resume ----------
+
+# One process imports miniai once and forks a child for every run (a fresh `python` costs seconds; a fork, milliseconds).
+# Each child runs `main` as the console script does, with MINIAI_TEST_KILL_AT set as the job asks; a kill point kills
+# the child with SIGKILL. The server prints each job's exit status (negative: killed by that signal).
+FORK_SERVER = r'''
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+from miniai.commands import main, load_data
+from miniai.datasets import decoded_dls
+from miniai.core import set_seed
+chains, workers, warm_up = json.loads(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
+if warm_up:   # what every child would otherwise do first: convert the data for the cache, load matplotlib's fonts
+    decoded_dls(load_data(warm_up), 32)
+    set_seed(0)   # its first call imports much of PyTorch (torch._dynamo)
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(); ax.plot([0, 1]); fig.canvas.draw(); plt.close(fig)
+
+def start(kwargs, kill_at):
+    pid = os.fork()
+    if pid: return pid
+    code = 1
+    try:
+        os.environ.pop('MINIAI_TEST_KILL_AT', None)
+        if kill_at: os.environ['MINIAI_TEST_KILL_AT'] = kill_at
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1); os.dup2(devnull, 2)
+        main(**kwargs)
+        code = 0
+    except SystemExit as e: code = e.code if isinstance(e.code, int) else 1
+    finally: os._exit(code)
+
+def status(st): return -os.WTERMSIG(st) if os.WIFSIGNALED(st) else os.WEXITSTATUS(st)
+
+# each chain: jobs [kwargs, kill_at] run one after another
+results, running, todo = [[] for _ in chains], {}, list(range(len(chains)))
+while todo or running:
+    while todo and len(running) < workers:
+        i = todo.pop(0)
+        running[start(*chains[i][0])] = i
+    pid, st = os.wait()
+    i = running.pop(pid)
+    results[i].append(status(st))
+    if len(results[i]) < len(chains[i]): running[start(*chains[i][len(results[i])])] = i
+print(json.dumps(results))
+'''
+
+def run_chains(chains, workers=2, env=ENV, warm_up=None):
+    """Run each chain of `(kwargs, kill_at)` jobs in order, `workers` chains at a time; the exit statuses, per chain.
+    `warm_up`: the arguments of `load_data`, which runs once before the children start."""
+    res = subprocess.run([sys.executable, '-c', FORK_SERVER, json.dumps(chains), str(workers), json.dumps(warm_up)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.splitlines()[-1])
+
+
+# Where to kill a run of 3 epochs of 4 training batches: `NAME@N` is the N-th time the run reaches kill point NAME.
+# Spread over the run: mid-epoch (after a batch), inside a CSV write (the new file complete, not yet renamed into
+# place), between metrics.csv and batches.csv, inside a checkpoint write, between best.pt and last.pt (epoch 0 is
+# always the best so far), and just after last.pt (the last one: after the final checkpoint, before the plots).
+KILL_POINTS = ([f'batch_done@{n}' for n in (1, 2, 4, 5, 7, 10, 12)] +
+               [f'csv_tmp_written@{n}' for n in (1, 2, 3, 5, 7, 9)] +   # per epoch: metrics and batches, then metrics
+               [f'metrics_csv_written@{n}' for n in (1, 2, 4, 6)] +
+               [f'save_tmp_written@{n}' for n in (1, 2, 3)] +           # one Learner.save per epoch
+               ['best_written@1'] + [f'last_written@{n}' for n in (1, 2, 3)])
+
+
+def test_killed_anywhere_a_run_resumes_to_the_uninterrupted_weights(tiny_data, tmp_path):
+    start = time.time()
+    env = {**ENV, 'MINIAI_CACHE': str(tmp_path/'cache')}
+    args = dict(data=tiny_data, **TINY)
+    ref, folders = tmp_path/'ref', {p: tmp_path/p.replace('@', '-') for p in KILL_POINTS}
+    chains = [[[{**args, 'out': str(ref)}, None]]] + [
+        [[{**args, 'out': str(folders[p])}, p], [{'resume': str(folders[p])}, None]] for p in KILL_POINTS]
+    results = run_chains(chains, env=env, warm_up={**args, 'n_train': None, 'n_valid': None})
+    assert results[0] == [0]
+    assert best_epoch(ref) == read_checkpoint(ref/'best.pt')['epoch'] and sorted(p.name for p in ref.iterdir()) == sorted(RUN_FILES)
+    for p, statuses in zip(KILL_POINTS, results[1:]):
+        out = folders[p]
+        assert statuses == [-signal.SIGKILL, 0], f'{p}: exit statuses {statuses} (killed, then resumed)'
+        assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES), f'{p}: {leftovers(out)} left'
+        assert same_weights(out/'last.pt', ref/'last.pt'), f'{p}: the resumed run ends with other weights'
+        assert read_rows(out/'metrics.csv') == read_rows(ref/'metrics.csv'), p
+        assert read_rows(out/'batches.csv') == read_rows(ref/'batches.csv'), p
+        best = best_epoch(out)
+        assert read_checkpoint(out/'best.pt')['epoch'] == best and same_weights(out/'best.pt', ref/'best.pt'), \
+            f'{p}: best.pt is not the weights of epoch {best}, which metrics.csv says was best'
+    print(f'{len(KILL_POINTS)} kill points, {time.time()-start:.1f}s')
+
+
+def test_killed_before_args_json_is_written_the_folder_can_be_used_again(tiny_data, tmp_path):
+    "args.json is written atomically: a kill inside its write leaves no half file, and the same --out starts afresh."
+    out = tmp_path/'run'
+    env = {**ENV, 'MINIAI_CACHE': str(tmp_path/'cache')}
+    kw = {**dict(data=tiny_data, **TINY), 'epochs': 1, 'out': str(out)}
+    assert run_chains([[[kw, 'args_tmp_written'], [kw, None]]], env=env) == [[-signal.SIGKILL, 0]]
+    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
+
+
+# ---------- two processes under torchrun ----------
+
+def torchrun(*args, env=ENV):
+    return subprocess.run([os.path.join(SCRIPTS, 'torchrun'), '--standalone', '--nproc_per_node', '2',
+                           os.path.join(SCRIPTS, 'miniai_train'), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_the_main_job_under_torchrun_killed_and_resumed(tiny_data, tmp_path):
+    """Two processes started by torchrun: Accelerate shares out the batches, one table, one set of files. Killed (both
+    processes) in the middle of an epoch and resumed under torchrun, the run ends with the uninterrupted run's weights:
+    the resumed epoch sees its batches in the same order."""
+    env = {**ENV, 'MINIAI_CACHE': str(tmp_path/'cache')}
+    opts = ['--data', tiny_data, '--epochs', '2', '--bs', '32', '--widths', '4,4,4,4', '--n_holdout', '32']
+    ref, out = tmp_path/'two', tmp_path/'killed'
+    res = torchrun(*opts, '--out', str(ref), env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count('accuracy  loss') == 1 and res.stdout.count('validation accuracy after 2 epochs') == 1
-    assert sorted(p.name for p in out.iterdir()) == ['args.json', 'batches.csv', 'best.pt', 'last.pt', 'loss.png', 'lr.png', 'metrics.csv']
-    assert len(read_rows(out/'metrics.csv')) == 4                                     # 2 epochs x (train, eval), once each
-    ev = run_cli('miniai_eval', str(out))
+    assert sorted(p.name for p in ref.iterdir()) == sorted(RUN_FILES)
+    assert len(read_rows(ref/'metrics.csv')) == 4                # 2 epochs x (train, eval), once each
+    assert len(read_rows(ref/'batches.csv')) == 2*128//32//2     # a row per step; each step takes a batch from each process
+    ev = run_cli('miniai_eval', str(ref), '--split', 'valid', env=env)
     assert ev.returncode == 0, ev.stderr
-    assert last_accuracy(ev.stdout, 'test accuracy') == last_accuracy(res.stdout, 'validation accuracy')
+    assert printed_accuracy(ev.stdout, 'validation accuracy') == printed_accuracy(res.stdout, 'validation accuracy')
+    # Each process has 2 of the 4 batches of an epoch: its 3rd batch is the first of the second epoch.
+    killed = torchrun(*opts, '--out', str(out), env={**env, 'MINIAI_TEST_KILL_AT': 'batch_done@3'})
+    assert killed.returncode != 0 and read_checkpoint(out/'last.pt')['epoch'] == 0
+    res = torchrun('--resume', str(out), env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f'resuming {out} after epoch 1' in res.stdout
+    assert same_weights(out/'last.pt', ref/'last.pt') and read_rows(out/'metrics.csv') == read_rows(ref/'metrics.csv')
+    assert read_rows(out/'batches.csv') == read_rows(ref/'batches.csv')
+
+
+# ---------- Ctrl-C ----------
+
+def test_ctrl_c_stops_cleanly_with_the_resume_hint(tiny_data, tmp_path):
+    "A real SIGINT to a running miniai_train: exit status 130, one line that says how to resume, no traceback, last.pt intact."
+    out = tmp_path/'run'
+    env = {**ENV, 'MINIAI_CACHE': str(tmp_path/'cache')}
+    exe = os.path.join(SCRIPTS, 'miniai_train')
+    p = subprocess.Popen([exe, '--data', tiny_data, '--epochs', '1000', '--bs', '32', '--widths', '4,4,4,4',
+                          '--n_holdout', '32', '--out', str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (out/'last.pt').exists() and p.poll() is None and time.time() < deadline: time.sleep(0.05)
+    time.sleep(0.3)   # into a later epoch
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130, stderr[-2000:]
+    assert 'Traceback' not in stderr and stderr.count('\n') == 1, stderr
+    assert stderr.startswith('miniai_train: stopped (Ctrl-C); ') and stderr.endswith(f'Continue with: miniai_train --resume {out}\n')
+    done = read_checkpoint(out/'last.pt')['epoch']   # intact: it reads, and it is the epoch the line names
+    assert f'holds the run to the end of epoch {done+1}.' in stderr and done < 999
+    assert leftovers(out) == []
