@@ -14,7 +14,8 @@ from fastcore.script import call_parse
 
 from miniai.checkpoint import CheckpointCB
 from miniai.learner import Callback
-from miniai.train import train, load_data
+from miniai.train import train
+from miniai.commands import load_data
 
 
 class TimedCheckpointCB(CheckpointCB):
@@ -41,12 +42,12 @@ class FullEpochTimerCB(Callback):
 
 @call_parse
 def main(epochs:int=2,       # epochs to train
-         n_train:int=None,   # use only the first N training images (default: all 60,000)
+         n_train:int=None,   # use only the first N training images (default: all 50,000 that miniai_train trains on)
          threads:int=None,   # torch CPU threads (default: torch's choice)
          seed:int=1):        # random seed
     "Time CheckpointCB's save after each epoch against the epoch's time."
     if threads: torch.set_num_threads(threads)
-    dsd = load_data({'data': None, 'n_train': n_train, 'n_valid': None})
+    dsd = load_data({'data': None, 'n_train': n_train, 'n_valid': None, 'n_holdout': 10_000})   # as miniai_train
     with tempfile.TemporaryDirectory() as folder:
         ckpt, timer = TimedCheckpointCB(folder), FullEpochTimerCB()
         train(epochs, seed=seed, dd=dsd, progress=False, cbs=[ckpt, timer])
