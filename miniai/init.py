@@ -12,11 +12,12 @@ import fastcore.all as fc
 from torch import nn
 import torch.nn.functional as F
 
+from .learner import Callback
 from .activations import Hook
 
 # %% auto #0
-__all__ = ['get_model', 'init_weights', 'GeneralRelu', 'plot_func', 'lsuv_init', 'conv', 'BatchTransformCB', 'clean_ipython_hist',
-           'clean_tb', 'clean_mem']
+__all__ = ['get_model', 'BatchTransformCB', 'Lambda', 'flatten', 'view_tfm', 'init_weights', 'GeneralRelu', 'plot_func',
+           'lsuv_init', 'conv', 'clean_ipython_hist', 'clean_tb', 'clean_mem']
 
 # %% ../nbs/11_initializing.ipynb #49f4cb41
 from .conv import conv
@@ -31,9 +32,32 @@ def get_model(act=nn.ReLU, nfs=None, norm=None):
     layers += [conv(nfs[i], nfs[i+1], act=act, norm=norm) for i in range(1, len(nfs)-1)]
     return nn.Sequential(*layers, conv(nfs[-1], 10, act=None, norm=None, bias=True), nn.Flatten())
 
-# %% ../nbs/11_initializing.ipynb #3a939dde
-from .learner import BatchTransformCB
-_all_ = ['BatchTransformCB']
+# %% ../nbs/11_initializing.ipynb #aa136fdb
+class BatchTransformCB(Callback):
+    "Before each batch, replace `learn.batch` with `tfm(learn.batch)`: in training if `on_train`, in validation if `on_valid` (`on_val`, the lessons' name, overrides it)."
+    def __init__(self, tfm, on_train=True, on_valid=True, on_val=None):
+        self.tfm, self.on_train, self.on_valid = tfm, on_train, (on_valid if on_val is None else on_val)
+    def before_batch(self, learn):
+        if (self.on_train and learn.training) or (self.on_valid and not learn.training): learn.batch = self.tfm(learn.batch)
+
+# %% ../nbs/11_initializing.ipynb #c2704c1e
+class Lambda(nn.Module):
+    "A layer that calls `func` on its input: any function as a module, e.g. inside `nn.Sequential`."
+    def __init__(self, func):
+        super().__init__()
+        self.func = func
+    def forward(self, x): return self.func(x)
+    def extra_repr(self): return getattr(self.func, '__name__', repr(self.func))
+
+def flatten(x):
+    "Reshape a batch `x` to (batch, everything else): e.g. (batch, 10, 1, 1) class scores to (batch, 10)."
+    return x.view(x.shape[0], -1)
+
+# %% ../nbs/11_initializing.ipynb #98ac6060
+def view_tfm(*size):
+    "A batch transform (for `BatchTransformCB`) that views a batch's inputs as `(batch, *size)`, its targets unchanged."
+    def _inner(b): return (b[0].view(-1, *size), *b[1:])
+    return _inner
 
 # %% ../nbs/11_initializing.ipynb #1ac42aa6
 def init_weights(m, leaky=0., uniform=False):

@@ -1,4 +1,4 @@
-"Initialization helpers (miniai.init): GeneralRelu, conv/get_model, init_weights, LSUV, BatchTransformCB."
+"Initialization helpers (miniai.init): GeneralRelu, conv/get_model, init_weights, LSUV, BatchTransformCB, Lambda, view_tfm."
 import math
 from functools import partial
 
@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from miniai.datasets import DataLoaders
 from miniai.learner import Callback, TrainLearner
-from miniai.init import BatchTransformCB, GeneralRelu, plot_func, init_weights, lsuv_init, conv, get_model
+from miniai.init import BatchTransformCB, Lambda, flatten, view_tfm, GeneralRelu, plot_func, init_weights, lsuv_init, conv, get_model
 
 
 def test_general_relu_values_and_grad():
@@ -119,10 +119,52 @@ def test_batch_transform_cb_flags(on_train, on_valid):
         assert seen[True] == [0. if on_train else 2.] * 2
         assert seen[False] == [0. if on_valid else 2.] * 2
 
-def test_batch_transform_cb_lives_in_learner():
+def test_batch_transform_cb_lives_in_init():
+    "11_initializing teaches it, so it lives in miniai.init; miniai.learner (09) must not depend on a later notebook."
     import miniai.learner, miniai.init
-    assert miniai.init.BatchTransformCB is miniai.learner.BatchTransformCB
+    assert miniai.init.BatchTransformCB.__module__ == 'miniai.init'
+    assert not hasattr(miniai.learner, 'BatchTransformCB')
     assert BatchTransformCB(minus_two).on_valid and not BatchTransformCB(minus_two, on_val=False).on_valid
+
+def test_lambda_layer():
+    def double(x): return x * 2
+    layer = Lambda(double)
+    x = torch.randn(3, 4)
+    assert torch.equal(layer(x), x * 2)
+    assert list(layer.parameters()) == [] and 'double' in repr(layer)
+    model = nn.Sequential(Lambda(lambda x: x.view(-1, 1, 4, 4)), nn.Conv2d(1, 2, 3, padding=1), Lambda(flatten))
+    assert model(torch.randn(5, 16)).shape == (5, 32)
+
+def test_flatten_matches_nn_flatten():
+    x = torch.randn(6, 10, 1, 1)
+    assert torch.equal(flatten(x), nn.Flatten()(x)) and flatten(x).shape == (6, 10)
+    assert flatten(torch.randn(2, 3, 4, 5)).shape == (2, 60)
+
+def test_view_tfm():
+    x, y = torch.arange(2*784.).view(2, 784), torch.tensor([3, 7])
+    xv, yv = view_tfm(1, 28, 28)((x, y))
+    assert xv.shape == (2, 1, 28, 28) and yv is y
+    assert torch.equal(xv[1, 0, 0], x[1, :28])                   # the first row of the second image
+    assert view_tfm(784)((xv, y))[0].shape == (2, 784)            # and back
+    with pytest.raises(RuntimeError, match='invalid'): view_tfm(3, 28, 28)((x, y))
+
+def test_view_tfm_trains_a_model_on_flat_rows():
+    "Flat rows through `view_tfm` as a batch transform train the same as a model with `Lambda` layers, step for step."
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 784), torch.randint(0, 10, (32,))
+    dls = DataLoaders(DataLoader(TensorDataset(x, y), 8), DataLoader(TensorDataset(x, y), 8))
+    torch.manual_seed(1)
+    with_lambda = nn.Sequential(Lambda(lambda t: t.view(-1, 1, 28, 28)), *list(get_model())[:-1], Lambda(flatten))
+    torch.manual_seed(1)
+    plain = get_model()
+    TrainLearner(with_lambda, dls, F.cross_entropy, lr=0.1).fit(1)
+    TrainLearner(plain, dls, F.cross_entropy, lr=0.1, cbs=[BatchTransformCB(view_tfm(1, 28, 28))]).fit(1)
+    start = get_model()   # fresh weights: training must have moved them
+    for p, q, r in zip(with_lambda.parameters(), plain.parameters(), start.parameters()):
+        assert torch.allclose(p, q, atol=1e-6) and p.shape == r.shape
+    assert not all(torch.allclose(p, r) for p, r in zip(plain.parameters(), start.parameters()))
+    with pytest.raises(RuntimeError, match='4D'):   # without the transform, flat rows cannot go through a conv
+        TrainLearner(get_model(), dls, F.cross_entropy, lr=0.1).fit(1)
 
 def test_plot_func():
     import matplotlib; matplotlib.use('Agg')
