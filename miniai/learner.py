@@ -72,6 +72,15 @@ class with_cbs:
 # %% ../nbs/09_learner.ipynb #2d05a575
 _train_steps = ('predict', 'get_loss', 'backward', 'step', 'zero_grad')
 
+def _comes_with_checkpoint(nm):
+    "A stand-in for the method `nm` that `miniai.checkpoint` adds to `Learner`: calling it says which import brings it."
+    def _missing(self, *args, **kwargs):
+        raise AttributeError(f"`Learner.{nm}` comes with `miniai.checkpoint` (14_checkpoint): run `from miniai.checkpoint "
+                             f"import *` (or `from miniai.all import *`) first.")
+    _missing.__name__ = _missing.__qualname__ = nm
+    _missing.__doc__ = f"Added by `from miniai.checkpoint import *`; until then, an `AttributeError` that says so."
+    return _missing
+
 def _n_batches(dl):
     try: return len(dl)
     except TypeError: return None   # an iterable without a length: we can't tell in advance
@@ -98,6 +107,9 @@ class Learner:
     def backward(self):  self.callback('backward')
     def step(self):      self.callback('step')
     def zero_grad(self): self.callback('zero_grad')
+
+    # Saving, loading and predicting come with `14_checkpoint`, which replaces these stand-ins.
+    save, load, get_preds = (_comes_with_checkpoint(nm) for nm in ('save', 'load', 'get_preds'))
 
     def fit(self, n_epochs=1, train=True, valid=True, cbs=None, lr=None):
         "Run `n_epochs` epochs (a training pass, then a validation pass); `cbs` are added and `lr` used for this fit only."
@@ -190,7 +202,15 @@ class DeviceCB(Callback):
     def __init__(self, device=def_device): self.device = device
     def before_fit(self, learn):
         if hasattr(learn.model, 'to'): learn.model.to(self.device)
-    def before_batch(self, learn): learn.batch = to_device(learn.batch, device=self.device)
+        self.dev = torch.device(self.device)
+        self.non_blocking = self.dev.type == 'cuda'   # a copy to a GPU is queued like the work that uses it
+    def before_batch(self, learn): learn.batch = self._move(learn.batch)
+
+    def _move(self, x):
+        # The usual batch, a tuple or list of tensors, the quick way; anything else through `to_device`.
+        if isinstance(x, torch.Tensor): return x.to(self.dev, non_blocking=self.non_blocking)
+        if type(x) in (tuple, list): return type(x)([self._move(o) for o in x])
+        return to_device(x, device=self.dev)
 
 # %% ../nbs/09_learner.ipynb #05bf4e33
 from .core import to_cpu
@@ -205,8 +225,14 @@ def print_row(row):
     "Print a row of metrics, floats with three decimals."
     print(_as_text(row))
 
+def _is_training(learn):
+    "Whether `learn` is in a training pass: its `training`, or its model's mode for a learner that doesn't set `training`."
+    training = getattr(learn, 'training', None)
+    return learn.model.training if training is None else training
+
 class MetricsCB(Callback):
-    "Compute torcheval metrics `ms` (named by class) and `metrics` (named by keyword) plus the mean loss (weighted by batch size) each pass; log a row to `loggers`."
+    "Compute torcheval metrics `ms` (named by class) and `metrics` (named by keyword) plus the mean loss (weighted by batch size) each pass; log a row to `loggers`. Nothing waits for the device per batch: the batches' predictions and losses stay there until the pass ends (or `max_kept` numbers pile up)."
+    max_kept = 2**22   # predictions kept on the device before the metrics take them in (16 MB of float32)
     def __init__(self, *ms, **metrics):
         for m in ms: metrics[type(m).__name__] = m
         self.metrics, self.loss = metrics, Mean()
@@ -220,33 +246,70 @@ class MetricsCB(Callback):
     def before_fit(self, learn): learn.metrics = self
     def before_epoch(self, learn):
         for m in self.all_metrics.values(): m.reset()
-    def before_batch(self, learn): self.batch_loss = None
+        self.training = _is_training(learn)
+        self.losses, self.ns, self.iters, self.preds, self.targs, self.kept = [], [], [], [], [], 0
+        self.guarded, self.zeros = False, {}   # whether `after_backward` guarded the steps this pass
+        opt = getattr(learn, 'opt', None)
+        self.params = [p for g in opt.param_groups for p in g['params']] if opt is not None else list(learn.model.parameters())
 
-    def after_loss(self, learn): self._check_loss(learn)   # before `backward` and `step`, where the event exists
+    def after_backward(self, learn):
+        "Zero this batch's gradients, on the device, if its loss is not finite: its step then puts no NaN in the weights."
+        loss = learn.loss.detach()
+        finite = (loss - loss) == 0   # a tensor on the device: nothing waits. (x - x is NaN for x = NaN or +-inf, else 0:
+        if finite.dim(): finite = finite.all()   # two small kernels where `torch.isfinite` runs four)
+        for p in self.params:
+            if p.grad is not None: torch.where(finite, p.grad, self._zero(p.grad), out=p.grad)
+        self.guarded = True
 
-    def _check_loss(self, learn):
-        self.batch_loss = learn.loss.detach()
-        # The one place a batch waits for the device: a NaN or infinite loss must stop before it reaches the weights.
-        if learn.training and not torch.isfinite(self.batch_loss).all():
-            raise FloatingPointError(
-                f"The training loss is {self.batch_loss.item()} at epoch {learn.epoch}, batch {learn.iter}. The learning rate "
-                f"is probably too high (try `learn.lr_find()`), or the inputs are not normalised. The weights are those "
-                f"from before this batch (where the learner raises `after_loss`): the model can still be used.")
+    def _zero(self, t):
+        "A zero on the device of `t`, made once per device."
+        if t.device not in self.zeros: self.zeros[t.device] = torch.zeros((), device=t.device)
+        return self.zeros[t.device]
 
     def after_batch(self, learn):
-        if self.batch_loss is None: self._check_loss(learn)   # a learner without an `after_loss` event
         preds, targs = learn.preds.detach(), learn.batch[1]
+        self.losses.append(learn.loss.detach())
+        self.ns.append(len(targs))
+        self.iters.append(learn.iter)
+        if not self.metrics: return
+        self.preds.append(preds)
+        self.targs.append(targs)
+        self.kept += preds.numel()
+        if self.kept >= self.max_kept: self._update()
+
+    def _update(self):
+        "Update the metrics with the predictions kept so far, all at once, where they are: no copy, no wait."
+        if not self.preds: return
+        preds, targs = torch.cat(self.preds), torch.cat(self.targs)
         if preds.dtype in (torch.float16, torch.bfloat16): preds = preds.float()
-        for m in self.all_metrics.values():
-            if m.device != preds.device: m.to(preds.device)   # update where the predictions are: no copy per batch
-        for m in self.metrics.values(): m.update(preds, targs)
-        self.loss.update(self.batch_loss.float(), weight=len(targs))
+        for m in self.metrics.values():
+            if m.device != preds.device: m.to(preds.device)
+            m.update(preds, targs)
+        self.preds, self.targs, self.kept = [], [], 0
 
     def after_epoch(self, learn):
+        self._update()
+        if self.losses:
+            losses = torch.stack(self.losses).double()   # float64, as torcheval's `Mean` sums
+            if self.loss.device != losses.device: self.loss.to(losses.device)
+            self.loss.update(losses, weight=torch.tensor(self.ns, dtype=torch.float64).to(losses.device, non_blocking=True))
+        # The pass's one visit to the device: the numbers of the row.
         row = {name: m.compute().item() for name, m in self.all_metrics.items()}
-        row.update(epoch=learn.epoch, train='train' if learn.training else 'eval')
+        if self.training and not math.isfinite(row['loss']): self._not_finite(learn)
+        row.update(epoch=learn.epoch, train='train' if self.training else 'eval')
         self.history.append(row)
         for f in self.loggers: f(row)
+
+    def _not_finite(self, learn):
+        losses = torch.stack(self.losses)
+        bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
+        first = bad[0] if bad else 0
+        raise FloatingPointError(
+            f"The training loss was {losses[first].item()} at epoch {learn.epoch}, batch {self.iters[first]} ({len(bad)} of "
+            f"this pass's {len(losses)} batches had a loss that is not finite). The learning rate is probably too high "
+            f"(try `learn.lr_find()`), or the inputs are not normalised. "
+            + ("Those batches' gradients were zeroed before their steps, so the weights hold no NaN: the model can still be used."
+               if self.guarded else "This learner has no `after_backward` event, so their steps ran: the weights may hold NaN."))
 
 # %% ../nbs/09_learner.ipynb #569967ee
 def _show_bars():
@@ -263,9 +326,11 @@ class ProgressCB(Callback):
         if self.mbar is not None: learn.epochs = self.mbar
         self.widths, self.train_losses, self.new_losses, self.valid_losses, self.valid_at = None, [], [], [], []
         self.metrics = getattr(learn, 'metrics', None)
-        if self.metrics is not None and self.write_row not in self.metrics.loggers:
-            # The table takes the place of plain printing, and goes beside any other logger.
-            self.metrics.loggers = [f for f in self.metrics.loggers if f is not print_row] + [self.write_row]
+        if self.metrics is not None:
+            # For this fit the table takes the place of plain printing, beside any other logger; `cleanup_fit` gives
+            # the loggers back as they were, so the next fit's table is the only one.
+            self.loggers_before = self.metrics.loggers
+            self.metrics.loggers = [f for f in self.loggers_before if f is not print_row] + [self.write_row]
         self.last_draw = 0.
 
     def write_row(self, row):
@@ -282,15 +347,16 @@ class ProgressCB(Callback):
         else: print('  '.join(o.ljust(w) for o, w in zip(row, self.widths)).rstrip(), flush=True)
 
     def before_epoch(self, learn):
+        self.training = _is_training(learn)
         if self.mbar is not None: learn.dl = progress_bar(learn.dl, leave=False, parent=self.mbar)
 
     def after_batch(self, learn):
-        if not (self.plot and learn.training): return
+        if not (self.plot and self.training): return
         self.new_losses.append(learn.loss.detach())   # kept on the device until drawn: no wait per batch
         if IN_NOTEBOOK and time.monotonic() - self.last_draw > 1: self._draw()   # redrawing every batch is slow
 
     def after_epoch(self, learn):
-        if not self.plot or learn.training or self.metrics is None: return
+        if not self.plot or self.training or self.metrics is None: return
         self.valid_losses.append(self.metrics.history[-1]['loss'])
         self.valid_at.append(len(self.train_losses) + len(self.new_losses))
         if IN_NOTEBOOK: self._draw()
@@ -305,6 +371,8 @@ class ProgressCB(Callback):
         self.last_draw = time.monotonic()
 
     def cleanup_fit(self, learn):
+        if getattr(self, 'metrics', None) is not None and self.write_row in self.metrics.loggers:
+            self.metrics.loggers = self.loggers_before
         # Outside Jupyter there is no live graph: draw it once, at the end.
         graphs = self._graphs()
         if self.plot and not IN_NOTEBOOK and self.train_losses:
@@ -333,7 +401,7 @@ class MomentumLearner(TrainLearner):
 # %% ../nbs/09_learner.ipynb #ae4e347f
 class LRFinderCB(Callback):
     "Multiply the learning rate by `gamma` after every training batch, recording it and the loss; stop when the loss is NaN or above `max_mult` times its minimum. Plots loss against learning rate."
-    order = MetricsCB.order - 1   # see the loss before `MetricsCB`, which treats a NaN loss as an error
+    order = MetricsCB.order - 1   # judge each batch before `MetricsCB` keeps it: a NaN ends the search quietly
     def __init__(self, gamma=1.3, max_mult=3): fc.store_attr()
 
     def before_fit(self, learn):
@@ -341,7 +409,7 @@ class LRFinderCB(Callback):
         self.lrs, self.losses, self.min = [], [], math.inf
 
     def before_epoch(self, learn):
-        if not learn.training: raise CancelEpochException()   # validation tells us nothing here
+        if not _is_training(learn): raise CancelEpochException()   # validation tells us nothing here
 
     def before_batch(self, learn): self.judged = False
     def after_loss(self, learn): self._judge(learn)   # before `backward` and `step`: the weights stay as they were
@@ -378,7 +446,7 @@ class RecorderCB(Callback):
         self.learn, self.pg = learn, learn.opt.param_groups[0]
         self.recs = {name: [] for name in self.fns}
     def after_batch(self, learn):
-        if not learn.training: return
+        if not _is_training(learn): return
         for name, f in self.fns.items(): self.recs[name].append(f(self))
     def plot(self):
         fig, axs = plt.subplots(1, len(self.recs), figsize=(4*len(self.recs), 3), squeeze=False)
@@ -392,7 +460,7 @@ class BaseSchedCB(Callback):
     def __init__(self, sched): self.sched = sched
     def before_fit(self, learn): self.schedo = self.sched(learn.opt)
     def _step(self, learn):
-        if learn.training: self.schedo.step()
+        if _is_training(learn): self.schedo.step()
 
 class BatchSchedCB(BaseSchedCB):
     "Step the learning-rate scheduler after every training batch."

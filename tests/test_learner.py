@@ -286,20 +286,53 @@ def test_progress_in_plain_python_prints_plain_lines():
         assert float(loss) > 0 and int(ep) == i // 2 and kind == ('train', 'eval')[i % 2]
     assert float(lines[-1].split()[0]) >= 0.9   # the classes are split by the sign of x[:, 0]: a linear model learns it
 
-def test_nan_training_loss_is_a_clear_error_and_keeps_the_weights():
-    class NaNAt(Callback):
-        order = -5   # make the loss NaN before MetricsCB looks at it
-        def after_loss(self, learn):
-            if learn.training and learn.iter == 2: learn.loss = learn.loss * float('nan')
+class NaNAt(Callback):
+    "Make the training loss NaN at the batches `iters` (of every training pass), before the metrics see it."
+    order = -5
+    def __init__(self, *iters): self.iters = iters
+    def after_loss(self, learn):
+        if learn.training and learn.iter in self.iters: learn.loss = learn.loss * float('nan')
+
+def test_nan_training_loss_is_a_clear_error_at_the_end_of_the_pass_and_never_reaches_the_weights():
     model = make_model()
-    learn = TrainLearner(model, make_dls(n_train=40), F.mse_loss, cbs=[NaNAt(), MetricsCB()])
-    weights = {}
-    class Snapshot(Callback):
-        def before_batch(self, learn): weights['before'] = [p.detach().clone() for p in learn.model.parameters()]
-    with pytest.raises(FloatingPointError, match='lr_find'): learn.fit(1, cbs=Snapshot())
-    assert learn.iter == 2
-    for p, p0 in zip(model.parameters(), weights['before']): assert torch.equal(p, p0)   # the NaN step never happened
-    assert learn.cbs[0].__class__.__name__ == 'NaNAt' and len(learn.cbs) == 2             # fit-only callback removed
+    learn = TrainLearner(model, make_dls(n_train=40), F.mse_loss, cbs=[NaNAt(2, 5), MetricsCB()])   # 10 batches
+    with pytest.raises(FloatingPointError, match=r'(?s)nan at epoch 0, batch 2 \(2 of .* 10 batches.*lr_find.*no NaN'):
+        learn.fit(3)
+    assert (learn.epoch, learn.iter, learn.training) == (0, 9, True)   # raised after the pass's last batch, no later
+    assert learn.metrics.history == []                                   # the bad pass logged no row
+    assert len(learn.cbs) == 2
+    # With plain SGD a zeroed gradient moves nothing: the weights are those of a fit that skipped batches 2 and 5.
+    class Skip(Callback):
+        def after_loss(self, learn):
+            if learn.training and learn.iter in (2, 5): raise CancelBatchException()
+    skipped = make_model()
+    TrainLearner(skipped, make_dls(n_train=40), F.mse_loss, cbs=Skip()).fit(1, valid=False)
+    for p, q in zip(model.parameters(), skipped.parameters()): assert torch.isfinite(p).all() and torch.equal(p, q)
+
+def test_nan_guard_with_momentum_keeps_the_weights_finite():
+    model = make_model()
+    learn = TrainLearner(model, make_dls(n_train=40), F.mse_loss, opt_func=partial(optim.AdamW, weight_decay=0.1),
+                         cbs=[NaNAt(*range(3, 10)), MetricsCB()])
+    with pytest.raises(FloatingPointError, match='batch 3 \\(7 of'): learn.fit(1)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(torch.isfinite(v).all() for st in learn.opt.state.values() for v in st.values() if torch.is_tensor(v))
+
+def test_without_the_guard_the_same_nan_would_reach_the_weights():
+    "The check above can fail: with `after_backward` silenced, the NaN batch's step fills the weights with NaN."
+    class Unguarded(MetricsCB):
+        def after_backward(self, learn): pass
+    model = make_model()
+    with pytest.raises(FloatingPointError, match='may hold NaN'):
+        TrainLearner(model, make_dls(n_train=40), F.mse_loss, cbs=[NaNAt(2), Unguarded()]).fit(1)
+    assert not all(torch.isfinite(p).all() for p in model.parameters())
+
+def test_nan_in_validation_is_reported_not_raised(capsys):
+    class NaNValid(Callback):
+        def after_loss(self, learn):
+            if not learn.training: learn.loss = learn.loss * float('nan')
+    metrics = MetricsCB()
+    TrainLearner(make_model(), make_dls(), F.mse_loss, cbs=[NaNValid(), metrics]).fit(1)
+    assert math.isnan(metrics.history[-1]['loss']) and not math.isnan(metrics.history[0]['loss'])
 
 def test_lr_finder_with_metrics_stops_quietly_on_nan():
     class NaNAt(Callback):
@@ -331,13 +364,12 @@ def test_every_callback_works_under_the_lesson_learner(capsys):
     assert ours[3] == lesson[3] and ours[3].splitlines()[0].split() == ['MulticlassAccuracy', 'loss', 'epoch', 'train']
 
 def test_nan_guard_and_lr_finder_under_the_lesson_learner():
-    class NaNAt(Callback):
+    class NaNAfter(Callback):
         order = -5
-        def after_predict(self, learn): pass
         def after_batch(self, learn):
             if learn.training and learn.iter == 2: learn.loss = learn.loss * float('nan')
-    learn = LessonLearner(make_model(), make_dls(n_train=40), F.mse_loss, 0.01, [TrainCB(), NaNAt(), MetricsCB()])
-    with pytest.raises(FloatingPointError, match='batch 2'): learn.fit(1)
+    learn = LessonLearner(make_model(), make_dls(n_train=40), F.mse_loss, 0.01, [TrainCB(), NaNAfter(), MetricsCB()])
+    with pytest.raises(FloatingPointError, match='batch 2 .*may hold NaN'): learn.fit(1)   # no `after_backward` there
     finder = LRFinderCB(gamma=2)
     LessonLearner(make_model(), make_dls(n_train=800, bs=8), F.mse_loss, 1e-5, [TrainCB(), finder]).fit(5)
     assert finder.losses[-1] > 3 * min(finder.losses) and finder.lrs[1] == pytest.approx(2e-5)
@@ -391,3 +423,137 @@ def test_progress_table_sits_beside_other_loggers(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ['loss', 'epoch', 'train'] and len(out) == 3   # a table, not the printed dicts
     assert len(rows) == 2
+
+
+# --- no wait for the device per batch; the same numbers as before -------------------------------------------------
+
+READS = ('item', '__bool__', 'tolist', 'cpu', 'numpy')   # each makes the host wait for the device's value
+
+def count_reads(monkeypatch, fit):
+    "How many times `fit()` asks a tensor for its value, by method."
+    counts = dict.fromkeys(READS, 0)
+    for nm in READS:
+        def counted(self, *args, _nm=nm, _f=getattr(torch.Tensor, nm), **kwargs):
+            counts[_nm] += 1
+            return _f(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, nm, counted)
+    try: fit()
+    finally: monkeypatch.undo()
+    return counts
+
+def test_device_reads_are_a_fixed_number_per_pass_not_per_batch(monkeypatch, tmp_path, capsys):
+    from miniai.checkpoint import CheckpointCB
+    def fit(n_train, epochs=2):
+        torch.manual_seed(0)
+        dls = make_tiny_dls(n_train, 16, 4, n_classes=3)
+        cbs = [DeviceCB('cpu'), MetricsCB(accuracy=MulticlassAccuracy()), ProgressCB(plot=True, bars=True),
+               CheckpointCB(tmp_path/str(n_train), monitor='accuracy')]
+        return lambda: TrainLearner(nn.Linear(3, 3), dls, F.cross_entropy, lr=0.1, cbs=cbs).fit(epochs)
+    few, many = count_reads(monkeypatch, fit(8)), count_reads(monkeypatch, fit(80))   # 2 and 20 training batches a pass
+    assert few == many, (few, many)                     # nothing per batch
+    assert sum(few.values()) <= 8 * 4, few              # a few per pass: 2 epochs of a training and a validation pass
+    # The check can fail: a callback that reads the loss every batch is seen.
+    class ReadsLoss(Callback):
+        def after_batch(self, learn): learn.loss.item()
+    counts = count_reads(monkeypatch, lambda: TrainLearner(make_model(), make_dls(n_train=40), F.mse_loss, cbs=[ReadsLoss(), MetricsCB()]).fit(1))
+    assert counts['item'] >= 11
+
+def plain_metrics(model, dl):
+    "Accuracy and mean loss over `dl`, computed directly."
+    with torch.no_grad():
+        preds = torch.cat([model(xb) for xb, _ in dl]); targs = torch.cat([yb for _, yb in dl])
+    return (preds.argmax(1) == targs).float().mean().item(), F.cross_entropy(preds, targs).item()
+
+@pytest.mark.parametrize('max_kept', [2**22, 7])   # the whole pass at once, or nearly every batch
+def test_metrics_are_those_of_a_plain_computation(max_kept):
+    dls = make_tiny_dls(60, 30, 8, n_classes=3)   # last batches smaller: 4 and 6 items
+    torch.manual_seed(0)
+    metrics = MetricsCB(accuracy=MulticlassAccuracy())
+    metrics.max_kept = max_kept
+    class Before(Callback):   # the training pass's numbers are those of the weights each batch saw
+        def before_epoch(self, learn): self.preds, self.targs = [], []
+        def after_loss(self, learn):
+            if learn.training: self.preds.append(learn.preds.detach()); self.targs.append(learn.batch[1])
+    before = Before()
+    learn = TrainLearner(nn.Linear(3, 3), dls, F.cross_entropy, lr=0.5, cbs=[metrics, before])
+    learn.fit(1, valid=False)
+    p, t = torch.cat(before.preds), torch.cat(before.targs)
+    assert metrics.history[-1]['accuracy'] == (p.argmax(1) == t).float().mean().item()
+    assert metrics.history[-1]['loss'] == pytest.approx(F.cross_entropy(p, t).item(), rel=1e-6)
+    learn.fit(1, train=False)
+    acc, loss = plain_metrics(learn.model, dls.valid)
+    assert metrics.history[-1]['accuracy'] == acc and metrics.history[-1]['loss'] == pytest.approx(loss, rel=1e-6)
+    assert metrics.metrics['accuracy'].compute().item() == acc and metrics.loss.compute().item() == pytest.approx(loss, rel=1e-6)
+
+
+# --- a learner that never sets `learn.training` ----------------------------------------------------------------------
+
+class ModeOnlyLearner(LessonLearner):
+    "The lesson's Learner as the course first writes it: it sets only the model's mode, never `learn.training`."
+    def fit(self, n_epochs):
+        self.epochs, self.opt = range(n_epochs), self.opt_func(self.model.parameters(), self.lr)
+        self.callback('before_fit')
+        for self.epoch in self.epochs:
+            for train in (True, False):
+                self.model.train(train)
+                self.dl = self.dls.train if train else self.dls.valid
+                self.callback('before_epoch')
+                with torch.set_grad_enabled(train):
+                    for self.iter, self.batch in enumerate(self.dl):
+                        self.callback('before_batch')
+                        self.predict(); self.get_loss()
+                        if train: self.backward(); self.step(); self.zero_grad()
+                        self.callback('after_batch')
+                self.callback('after_epoch')
+        self.callback('after_fit')
+        self.callback('cleanup_fit')
+
+def test_metrics_and_progress_under_a_learner_without_training(capsys):
+    def run(make):
+        torch.manual_seed(0)
+        metrics, progress = MetricsCB(MulticlassAccuracy()), ProgressCB(plot=True)
+        learn = make(nn.Linear(3, 2), [TrainCB(), metrics, progress])
+        learn.fit(2)
+        return metrics.history, len(progress.train_losses), capsys.readouterr().out
+    ours = run(lambda m, cbs: Learner(m, classification_dls(), F.cross_entropy, 0.5, cbs))
+    mode_only = run(lambda m, cbs: ModeOnlyLearner(m, classification_dls(), F.cross_entropy, 0.5, cbs))
+    assert not hasattr(ModeOnlyLearner, 'training')
+    assert ours == mode_only and [r['train'] for r in ours[0]] == ['train', 'eval'] * 2 and ours[1] == 16
+
+
+# --- one table per fit ------------------------------------------------------------------------------------------------
+
+def test_each_fit_prints_each_row_once(capsys):
+    metrics, rows = MetricsCB(), []
+    metrics.log_to(rows.append, replace=False)
+    learn = TrainLearner(make_model(), make_dls(), F.mse_loss, cbs=[metrics])
+    for i in range(3):
+        learn.fit(1, cbs=ProgressCB())   # a fresh progress table each time
+        out = capsys.readouterr().out.splitlines()
+        assert len(out) == 3 and out[0].split() == ['loss', 'epoch', 'train'], out   # a header and two rows, once
+    assert metrics.loggers == [print_row, rows.append] and len(rows) == 6
+    learn.fit(1)                                  # without a ProgressCB: plain printing again
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+# --- save, load and get_preds come with miniai.checkpoint -------------------------------------------------------------
+
+def test_save_without_checkpoint_says_which_import_adds_it():
+    script = textwrap.dedent('''
+        import sys
+        from torch import nn
+        from miniai.learner import TrainLearner
+        learn = TrainLearner(nn.Linear(2, 1))
+        for nm, args in (('save', ('x.pt',)), ('load', ('x.pt',)), ('get_preds', ())):
+            try: getattr(learn, nm)(*args)
+            except AttributeError as e: print(e)
+        print('miniai.checkpoint' in sys.modules)
+    ''')
+    res = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120)
+    lines = res.stdout.splitlines()
+    assert res.returncode == 0 and len(lines) == 4, res.stderr
+    for nm, line in zip(('save', 'load', 'get_preds'), lines):
+        assert f'Learner.{nm}' in line and 'from miniai.checkpoint import *' in line and 'from miniai.all import *' in line
+    assert lines[-1] == 'False'
+    from miniai.checkpoint import CheckpointCB   # and once it is imported, the real methods are there
+    assert 'comes with' not in (TrainLearner.save.__doc__ or '')
