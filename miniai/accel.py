@@ -7,11 +7,12 @@ from __future__ import annotations
 import contextlib, io
 
 import torch
-from torch.utils.data import DataLoader, BatchSampler
+from torch.utils.data import DataLoader, BatchSampler, Sampler
 
 from .core import def_device
 from .learner import Callback, DeviceCB, BatchSchedCB
 from .datasets import DataLoaders
+from .checkpoint import CheckpointError, find_in
 
 # %% auto #0
 __all__ = ['take_steps', 'release_steps', 'MixedPrecision', 'AccelerateCB']
@@ -48,7 +49,10 @@ class MixedPrecision(Callback):
         self.autocast, self.learn = torch.autocast(device_type, dtype=dtype), learn
         if self.scaler is None or self.scaler._device != device_type:
             self.scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
-        if self._pending is not None: self.scaler.load_state_dict(self._pending)
+        if self._pending is not None:
+            try: self.check_state_dict(self._pending)
+            except ValueError as e: raise CheckpointError(f"MixedPrecision: the scaler state it was given does not fit: {e}.") from e
+            self.scaler.load_state_dict(self._pending)
         self._pending = None
         if self.scaler.is_enabled(): take_steps(learn, 'MixedPrecision', backward=self._backward, step=self._step)
 
@@ -71,6 +75,14 @@ class MixedPrecision(Callback):
     def state_dict(self) -> dict:
         "The gradient scaler's state (empty without a scaler), for a checkpoint."
         return self.scaler.state_dict() if self.scaler is not None else dict(self._pending or {})
+    def check_state_dict(self, sd:dict):
+        "Raise a `ValueError` unless `sd` can be this callback's scaler state: a `GradScaler`'s, or empty where there is no scaler."
+        keys = set(torch.amp.GradScaler('cpu').state_dict())
+        if sd and set(sd) != keys: raise ValueError(f"a gradient scaler's state has the keys {sorted(keys)}, this one {sorted(sd)}")
+        needs_one = self.scaler.is_enabled() if self.scaler is not None else self.dtype == torch.float16
+        if not sd and needs_one:
+            raise ValueError("it was saved without a gradient scaler (bfloat16 or float32), and float16 here needs one: "
+                             "train with the dtype that saved it")
     def load_state_dict(self, sd:dict):
         "Restore the gradient scaler's state from `state_dict`, now or, before any fit, when the next fit makes the scaler."
         if self.scaler is None: self._pending = dict(sd)
@@ -87,13 +99,13 @@ def _one_batch(batch): return batch   # the collate of a DataLoader whose datase
 
 def _standard_dl(dl):
     "`dl` in the form Accelerate splits between processes: batches of indices from a `batch_sampler`."
-    if dl.batch_size is not None or not isinstance(dl.sampler, BatchSampler): return dl
+    if dl is None or dl.batch_size is not None or not isinstance(dl.sampler, BatchSampler): return dl
     return DataLoader(_WholeBatches(dl.dataset), batch_sampler=dl.sampler, collate_fn=_one_batch,
                       num_workers=dl.num_workers, pin_memory=dl.pin_memory)
 
 # %% ../nbs/15_accel.ipynb #17fd0d90
 class AccelerateCB(Callback):
-    "Train on every process a launcher started (`torchrun`, `accelerate launch`) with Hugging Face Accelerate: prepare the model, optimizer, DataLoaders and batch schedulers, run `backward`, gather predictions for the metrics. Sets `learn.is_main_process` and `learn.accelerator`."
+    "Train on every process a launcher started (`torchrun`, `accelerate launch`) with Hugging Face Accelerate: prepare the model, optimizer, DataLoaders and batch schedulers, run `backward`, gather predictions for the metrics. Sets `learn.is_main_process` and `learn.accelerator`; after the fit the learner has its own model, optimizer, DataLoaders and samplers back."
     order = DeviceCB.order - 10   # first: other callbacks' `before_fit` can read `learn.is_main_process`
     def __init__(self, n_inp=1, mixed_precision='no', **kwargs):
         # On a machine without a GPU, Accelerate needs `cpu=True` to run one process per CPU under a launcher.
@@ -109,12 +121,17 @@ class AccelerateCB(Callback):
                 raise ValueError(f"AccelerateCB puts this process on {self.acc.device}, but DeviceCB wants {cb.device}: "
                                  f"remove the DeviceCB (Accelerate places the model and the batches itself).")
         learn.accelerator, learn.is_main_process = self.acc, self.acc.is_main_process
-        self.plain = learn.model, learn.opt, learn.dls   # what the learner gets back after the fit
-        self.wrapped, learn.opt, train, valid = self.acc.prepare(
-            learn.model, learn.opt, _standard_dl(learn.dls.train), _standard_dl(learn.dls.valid))
+        self.quiet = contextlib.nullcontext()
+        self.plain = learn.model, getattr(learn, 'opt', None), learn.dls   # what the learner gets back after the fit
+        # Accelerate changes the samplers it splits (it gives a RandomSampler a generator): keep their attributes to put back.
+        self.samplers = [(s, dict(vars(s))) for s in find_in(learn.dls, Sampler).values()]
+        todo = [learn.model, self.plain[1], _standard_dl(learn.dls.train), _standard_dl(learn.dls.valid)]
+        done = self.acc.prepare(*[o for o in todo if o is not None])   # `get_preds` has no optimizer or training data
+        done = iter(done if isinstance(done, tuple) else (done,))
+        self.wrapped, learn.opt, train, valid = [None if o is None else next(done) for o in todo]
         learn.dls = DataLoaders(train, valid)
         take_steps(learn, 'AccelerateCB', backward=lambda: self.acc.backward(self.loss))
-        self.quiet = contextlib.nullcontext() if self.acc.is_main_process else contextlib.redirect_stdout(io.StringIO())
+        if not self.acc.is_main_process: self.quiet = contextlib.redirect_stdout(io.StringIO())
         self.quiet.__enter__()
         self.scheds_ready = False
 
@@ -138,6 +155,7 @@ class AccelerateCB(Callback):
         self.quiet.__exit__(None, None, None)
         release_steps(learn, 'backward')
         (learn.model, learn.opt, learn.dls), self.plain = self.plain, None
+        for sampler, attrs in self.samplers: vars(sampler).clear(); vars(sampler).update(attrs)
         # Drop the wrapped model now: one still alive when the interpreter exits can make gloo abort the process.
         self.wrapped = None
         self.acc.free_memory()

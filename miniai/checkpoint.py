@@ -107,7 +107,7 @@ def check_state_dict(self:BaseSchedCB, sd:dict):
     if set(sd) != set(own): raise ValueError(f"it is the state of another kind of scheduler (keys {sorted(set(sd) ^ set(own))} differ)")
 
 # %% ../nbs/14_checkpoint.ipynb #720d639f
-CHECKPOINT_FORMAT, CHECKPOINT_VERSION = 'miniai.checkpoint', 2   # the layout of the files `save` writes
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = 'miniai.checkpoint', 2   # the layout of the files `save` writes (1: without the optimizer's class)
 
 def _stateful_cbs(cbs) -> dict:
     "The callbacks in `cbs` that have a `state_dict`, by class name (`Name_1`, `Name_2`... for the second, third... of a class)."
@@ -158,9 +158,16 @@ def read_checkpoint(path) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is a PyTorch file but not a miniai checkpoint (written by `Learner.save`). "
                               f"A bare state_dict loads with `model.load_state_dict(torch.load(path, weights_only=True))`.")
-    if ckpt.get('version') != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {ckpt.get('version')}; this miniai reads version {CHECKPOINT_VERSION}.")
-    return ckpt
+    if ckpt.get('version') not in (1, CHECKPOINT_VERSION):
+        raise CheckpointError(f"{path} has checkpoint format version {ckpt.get('version')}; this miniai reads versions 1 and {CHECKPOINT_VERSION}.")
+    return ckpt if ckpt['version'] == CHECKPOINT_VERSION else _from_version_1(ckpt)
+
+def _from_version_1(ckpt:dict) -> dict:
+    "A version-1 checkpoint in today's layout: no optimizer class (None: `check_opt_state` compares the optimizer's settings instead), generators named by the path of the generator itself."
+    rng = ckpt.get('rng')
+    if isinstance(rng, dict) and isinstance(rng.get('generators'), dict):   # 'train.sampler' meant 'train.sampler.generator'
+        rng = {**rng, 'generators': {f'{k}.generator': g for k, g in rng['generators'].items()}}
+    return {**ckpt, 'rng': rng, 'opt_type': None}
 
 # %% ../nbs/14_checkpoint.ipynb #65f21586
 def _some(keys, n=5):
@@ -184,9 +191,14 @@ def check_model_state(model, sd:dict, path='The checkpoint'):
 _MODEL_ONLY = "or load only the weights with `learn.load(path, model_only=True)`"
 
 def check_opt_state(opt, sd:dict, opt_type:str, path='The checkpoint'):
-    "Raise a `CheckpointError` unless optimizer state `sd`, of an optimizer of class `opt_type`, fits optimizer `opt`: its class, its parameter groups and sizes, and the shapes of the per-parameter states."
+    "Raise a `CheckpointError` unless optimizer state `sd`, of an optimizer of class `opt_type`, fits optimizer `opt`: its class (for a version-1 file, whose `opt_type` is None, the names of its settings), its parameter groups and sizes, and the shapes of the per-parameter states."
     opt = _plain_opt(opt)
-    if opt_type != type(opt).__name__:
+    if opt_type is None:   # a version-1 file: no class name, but the names of its settings tell optimizers apart
+        lacks = [k for g in sd['param_groups'][:1] for k in opt.defaults if k not in g]
+        if lacks: raise CheckpointError(f"{path} holds the state of another kind of optimizer than this learner's "
+                                        f"{type(opt).__name__} (its settings lack {_some(lacks, 3)}). Train with the optimizer that "
+                                        f"saved it (`opt_func`), {_MODEL_ONLY}.")
+    elif opt_type != type(opt).__name__:
         raise CheckpointError(f"{path} holds an optimizer state of class {opt_type}; this learner's optimizer is {type(opt).__name__}. "
                               f"Train with the optimizer that saved it (`opt_func`), {_MODEL_ONLY}.")
     sizes = lambda groups: [len(g['params']) for g in groups]
@@ -238,7 +250,7 @@ def _check_all(learn, ckpt, path, opt, model_only, in_fit):
         check_cb_states(_stateful_cbs(learn.cbs), ckpt['cbs'], path)
         check_rng_states(ckpt['rng'], learn.dls, path)
         if not isinstance(ckpt['epoch'], int): raise TypeError(f"epoch {ckpt['epoch']!r} is not a number")
-    except (KeyError, TypeError, AttributeError) as e:   # a part missing, or of the wrong kind
+    except (KeyError, IndexError, TypeError, AttributeError) as e:   # a part missing, or of the wrong kind
         raise CheckpointError(f"{path} lacks a part of a checkpoint or has one of the wrong kind ({type(e).__name__}: {e}).") from e
 
 class LoadedStateCB(Callback):

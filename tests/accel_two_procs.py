@@ -1,15 +1,19 @@
-"""Run by tests/test_accel.py and nbs/15_accel.ipynb under `torchrun --standalone --nproc_per_node 2`: train a tiny
-model with `AccelerateCB` and `CheckpointCB` on synthetic data; each process writes what it saw to OUT/rank{R}.json.
+"""Run by tests/test_accel.py under `torchrun --standalone --nproc_per_node 2`: train a tiny model with `AccelerateCB`
+and `CheckpointCB` on synthetic data three times: uninterrupted; stopped in the middle of epoch 1; resumed from that
+run's checkpoint (from another seed: the checkpoint must restore the data order). Then predict with `get_preds` from a
+learner that only loaded the weights. Each process writes what it saw to OUT/rank{R}.json (and rank 0 the predictions
+to OUT/preds.pt).
 Usage: torchrun --standalone --nproc_per_node 2 tests/accel_two_procs.py OUT"""
 import hashlib, json, os, sys
 from pathlib import Path
 import torch
 from torch import nn, optim
 import torch.nn.functional as F
+from torch.utils.data import Sampler
 from torcheval.metrics import MulticlassAccuracy
 from miniai.accel import AccelerateCB
-from miniai.checkpoint import CheckpointCB
-from miniai.learner import TrainLearner, MetricsCB, Callback
+from miniai.checkpoint import CheckpointCB, find_in
+from miniai.learner import TrainLearner, MetricsCB, Callback, CancelFitException
 from miniai.datasets import DataLoaders
 from miniai.data import BatchDataset, batch_dl
 from miniai.core import set_seed
@@ -38,21 +42,42 @@ def fingerprint(tensors):
     return h.hexdigest()
 
 class RecordCB(Callback):
-    "Count this process's training batches; fingerprint its weights after every step, its buffers after validation."
-    def before_fit(self, learn): self.n_batches, self.weights, self.buffers = 0, [], []
+    "Fingerprint this process's training batches and its weights after every step, its buffers after validation."
+    def before_fit(self, learn): self.batches, self.weights, self.buffers = [], [], []
+    def before_batch(self, learn):
+        if learn.training: self.batches.append(fingerprint(zip('xy', learn.batch)))
     def after_step(self, learn):
-        self.n_batches += 1
         self.weights.append(fingerprint(learn.accelerator.unwrap_model(learn.model).named_parameters()))
     def after_epoch(self, learn):
         if not learn.training: self.buffers.append(fingerprint(learn.model.named_buffers()))
 
+class StopMidEpoch(Callback):
+    "End the fit after training batch 1 of epoch 1, in every process, as a crash would."
+    def after_batch(self, learn):
+        if learn.training and learn.epoch == 1 and learn.iter == 1: raise CancelFitException()
+
+def samplers(learn): return {path: dict(vars(s)) for path, s in find_in(learn.dls, Sampler).items()}
+
+def same_attrs(a, b): return a.keys() == b.keys() and all(a[k].keys() == b[k].keys() and all(a[k][n] is b[k][n] for n in a[k]) for k in a)
+
 if __name__ == '__main__':
     out = Path(sys.argv[1])
-    set_seed(1)
-    rec = RecordCB()
-    learn = tiny_learner([AccelerateCB(), CheckpointCB(out), rec])
-    learn.fit(3)
-    res = dict(rank=int(os.environ['RANK']), distributed_type=str(learn.accelerator.distributed_type),
-               n_batches_one_process=len(learn.dls.train), n_batches=rec.n_batches // 3, weights=rec.weights,
-               buffers=rec.buffers, accuracy=learn.metrics.history[-1]['accuracy'], main=learn.is_main_process)
+    res = dict(rank=int(os.environ['RANK']))
+    for run, seed, cbs in (('full', 1, [CheckpointCB(out/'full')]), ('stopped', 1, [CheckpointCB(out/'stopped'), StopMidEpoch()]),
+                           ('resumed', 2, [CheckpointCB(out/'stopped', resume=True)])):
+        set_seed(seed)
+        rec = RecordCB()
+        learn = tiny_learner([AccelerateCB(), *cbs, rec])
+        before = samplers(learn)
+        learn.fit(3)
+        res[run] = dict(batches=rec.batches, weights=rec.weights, buffers=rec.buffers,
+                        samplers_unchanged=same_attrs(samplers(learn), before))
+    res.update(distributed_type=str(learn.accelerator.distributed_type), main=learn.is_main_process,
+               n_batches_one_process=len(learn.dls.train), accuracy=learn.metrics.history[-1]['accuracy'])
+    # Predictions by a learner that only loaded the weights: gathered from both processes, in order.
+    predictor = tiny_learner([AccelerateCB()]).load(out/'full'/'last.pt', model_only=True)
+    preds, targs = predictor.get_preds()
+    res.update(preds=fingerprint([('p', preds), ('t', targs)]), n_preds=len(preds),
+               accelerator_left=hasattr(predictor, 'accelerator'))
+    if res['rank'] == 0: torch.save({'preds': preds, 'targs': targs}, out/'preds.pt')
     (out/f'rank{res["rank"]}.json').write_text(json.dumps(res))

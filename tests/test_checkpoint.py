@@ -1,45 +1,50 @@
-"Checkpoints: a saved learner loads in a fresh process; bad files fail clearly and change nothing; a run killed with SIGKILL resumes to identical weights; get_preds."
-import os, random, signal, subprocess, sys, textwrap
+"Checkpoints: a saved learner loads in a fresh process; bad files and bad parts of real checkpoints fail clearly and change nothing; load then fit continues; runs killed with SIGKILL (mid-epoch, inside a write, between best.pt and last.pt) resume to identical weights; get_preds."
+import inspect, os, random, signal, subprocess, sys, textwrap
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn, optim
-from torch.optim.lr_scheduler import OneCycleLR
+from torch.optim.lr_scheduler import OneCycleLR, StepLR
 from torch.utils.data import DataLoader, TensorDataset
 from torcheval.metrics import MulticlassAccuracy
 
-from miniai.checkpoint import CheckpointCB, CheckpointError, read_checkpoint, rng_states
+from miniai.accel import MixedPrecision
+from miniai.checkpoint import (CheckpointCB, CheckpointError, LoadedStateCB, find_in, kill_point, read_checkpoint,
+                               rng_states, set_rng_states)
 from miniai.datasets import DataLoaders
 from miniai.init import get_model
-from miniai.learner import BatchSchedCB, DeviceCB, MetricsCB, TrainLearner
-from miniai.train import read_rows
+from miniai.learner import BatchSchedCB, Callback, CancelFitException, DeviceCB, MetricsCB, TrainLearner
 
 NFS = (1, 4, 8)
 CHILD_ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1', 'MPLBACKEND': 'Agg'}
+CHILD_ENV.pop('MINIAI_TEST_KILL_AT', None)
 
 
-def make_learner(nfs=NFS, cbs=(), epochs=3):
-    "A small batch-norm CNN on 64 random 28x28 images, with AdamW, one-cycle and accuracy, as the recipe has them."
+def make_learner(nfs=NFS, cbs=(), epochs=3, opt_func=optim.AdamW, generator=False):
+    "A small batch-norm CNN on 64 random 28x28 images, with AdamW, one-cycle and accuracy, as the recipe has them; `generator`: the training DataLoader shuffles with its own generator."
     torch.manual_seed(0)
     x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
-    dls = DataLoaders(DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True),
+    g = torch.Generator().manual_seed(1) if generator else None
+    dls = DataLoaders(DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=g),
                       DataLoader(TensorDataset(x[:32], y[:32]), batch_size=16))
     sched = partial(OneCycleLR, max_lr=1e-2, total_steps=epochs*len(dls.train))
     metrics = MetricsCB(accuracy=MulticlassAccuracy())
     metrics.log_to(lambda row: None)   # quiet
-    return TrainLearner(get_model(nfs=nfs, norm=nn.BatchNorm2d), dls, F.cross_entropy, lr=1e-2, opt_func=optim.AdamW,
+    return TrainLearner(get_model(nfs=nfs, norm=nn.BatchNorm2d), dls, F.cross_entropy, lr=1e-2, opt_func=opt_func,
                         cbs=[DeviceCB('cpu'), metrics, BatchSchedCB(sched), *cbs])
 
 
 def snapshot(learn):
-    "Everything `load` may change, copied: weights and buffers, optimizer state, scheduler state, generators, epoch."
-    clone = lambda d: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in d.items()}
-    return {'model': clone(learn.model.state_dict()),
-            'opt': {i: clone(s) for i, s in learn.opt.state_dict()['state'].items()},
-            'sched': learn.cbs[2].state_dict(), 'rng': rng_states(learn.dls), 'epoch': learn.epoch}
+    "Everything `load` may change, copied: weights and buffers, optimizer state, callbacks' states, generators, epoch, callbacks."
+    clone = lambda o: ({k: clone(v) for k, v in o.items()} if isinstance(o, dict) else
+                       [clone(v) for v in o] if isinstance(o, (list, tuple)) else o.clone() if isinstance(o, torch.Tensor) else o)
+    return {'model': clone(learn.model.state_dict()), 'opt': clone(learn.opt.state_dict()),
+            'cbs': [clone(cb.state_dict()) for cb in learn.cbs if hasattr(cb, 'state_dict')],
+            'rng': clone(rng_states(learn.dls)), 'epoch': learn.epoch, 'cb_list': list(learn.cbs)}
 
 
 def assert_same(a, b):
@@ -52,6 +57,9 @@ def assert_same(a, b):
         assert len(a) == len(b)
         for x, y in zip(a, b): assert_same(x, y)
     else: assert a == b
+
+
+def weights(learn): return {k: v.clone() for k, v in learn.model.state_dict().items()}
 
 
 @pytest.fixture(scope='module')
@@ -67,7 +75,7 @@ def trained(tmp_path_factory):
 def test_checkpoint_holds_everything(trained):
     learn, path = trained
     ckpt = read_checkpoint(path)
-    assert (ckpt['format'], ckpt['version'], ckpt['epoch']) == ('miniai.checkpoint', 1, 0)
+    assert (ckpt['format'], ckpt['version'], ckpt['epoch'], ckpt['opt_type']) == ('miniai.checkpoint', 2, 0, 'AdamW')
     assert ckpt['cbs']['BatchSchedCB']['last_epoch'] == len(learn.dls.train)
     assert_same(ckpt['model'], learn.model.state_dict())
     assert not [p for p in path.parent.iterdir() if p.name != 'model.pt']   # no temporary file left
@@ -85,7 +93,7 @@ def test_round_trip_in_fresh_process(trained, tmp_path):
         from miniai.init import get_model
         from miniai.learner import TrainLearner
         import miniai.checkpoint
-        learn = TrainLearner(get_model(nfs={NFS}, norm=nn.BatchNorm2d), loss_func=F.cross_entropy).load({str(path)!r})
+        learn = TrainLearner(get_model(nfs={NFS}, norm=nn.BatchNorm2d), loss_func=F.cross_entropy).load({str(path)!r}, model_only=True)
         learn.model.eval()
         with torch.no_grad(): torch.save(learn.model(torch.load({str(tmp_path/'x.pt')!r})), {str(tmp_path/'preds.pt')!r})
         """)
@@ -101,11 +109,10 @@ def _bad_files(good, tmp_path):
     (tmp_path/'cut.pt').write_bytes(good.read_bytes()[:5000])
     torch.save(get_model(nfs=NFS, norm=nn.BatchNorm2d).state_dict(), tmp_path/'bare.pt')
     torch.save({'f': partial(print)}, tmp_path/'code.pt')
-    wide = make_learner(nfs=(1, 4, 16))
-    wide.save(tmp_path/'wide.pt')
+    torch.save({**torch.load(good, weights_only=True), 'version': 3}, tmp_path/'v3.pt')
     return {'missing.pt': 'does not exist', 'notes.txt': 'not a file written by `torch.save`', 'cut.pt': 'damaged',
             'bare.pt': 'not a miniai checkpoint', 'code.pt': 'pickled Python objects',
-            'wide.pt': 'another architecture than this model (mis-shaped: 1.0.weight (16, 4, 3, 3) in the file, (8, 4, 3, 3) in the model'}
+            'v3.pt': 'format version 3; this miniai reads versions 1 and 2'}
 
 
 def test_bad_files_fail_clearly_and_change_nothing(trained, tmp_path):
@@ -119,75 +126,298 @@ def test_bad_files_fail_clearly_and_change_nothing(trained, tmp_path):
         assert_same(snapshot(learn), before)
 
 
-def test_newer_format_version_is_refused(trained, tmp_path):
-    _, good = trained
-    ckpt = torch.load(good, weights_only=True)
-    torch.save({**ckpt, 'version': 2}, tmp_path/'v2.pt')
-    with pytest.raises(CheckpointError, match='format version 2; this miniai reads version 1'): read_checkpoint(tmp_path/'v2.pt')
+# ---------- all or nothing: each part of a real checkpoint made wrong on disk ----------
+
+def full_learner(folder, resume=False, cbs=()):
+    "A learner with every kind of state: AdamW, one-cycle, a gradient scaler (float16), a CheckpointCB into `folder`, a DataLoader generator."
+    return make_learner(cbs=[MixedPrecision(torch.float16), CheckpointCB(folder, monitor='loss', mode='min', resume=resume), *cbs],
+                        generator=True)
+
+def _edit(ckpt, where, value):
+    "`ckpt` with the entry at path `where` (a tuple of keys) set to `value` (deleted if `value` is `del`)."
+    d = ckpt
+    for k in where[:-1]: d = d[k]
+    if value is del_: del d[where[-1]]
+    else: d[where[-1]] = value(d[where[-1]]) if callable(value) else value
+    return ckpt
+
+del_ = object()
+SCALER = ('cbs', 'MixedPrecision')
+BAD_PARTS = {   # name: (where, new value or a function of the old one, the words of the error)
+    'model key missing': (('model', '0.0.weight'), del_, 'missing keys: 0.0.weight'),
+    'model key unexpected': (('model', 'extra.weight'), torch.zeros(1), 'unexpected keys: extra.weight'),
+    'model shape': (('model', '2.0.weight'), torch.zeros(8, 4, 1, 1), 'mis-shaped: 2.0.weight (8, 4, 1, 1) in the file'),
+    'optimizer class': (('opt_type',), 'SGD', "optimizer state of class SGD; this learner's optimizer is AdamW"),
+    'optimizer groups': (('opt', 'param_groups'), lambda gs: [{**gs[0], 'params': gs[0]['params'][:3]},
+                                                             {**gs[0], 'params': gs[0]['params'][3:]}], 'parameter groups of sizes [3,'),
+    'optimizer state shape': (('opt', 'state', 0, 'exp_avg'), torch.zeros(4, 1, 3, 3), "exp_avg of parameter 0: (4, 1, 3, 3) in the file, (4, 1, 5, 5) here"),
+    'scheduler state': (('cbs', 'BatchSchedCB'), StepLR(optim.SGD([nn.Parameter(torch.zeros(1))]), 1).state_dict(),
+                        'state for callback BatchSchedCB that does not fit it: it is the state of another kind of scheduler'),
+    'scaler state keys': (SCALER, {'scale': 2.}, "state for callback MixedPrecision that does not fit it: a gradient scaler's state has the keys"),
+    'scaler state empty': (SCALER, {}, 'saved without a gradient scaler (bfloat16 or float32), and float16 here needs one'),
+    'checkpoint callback state': (('cbs', 'CheckpointCB'), {'best': 1.}, "state for callback CheckpointCB that does not fit it: keys ['best']"),
+    'torch generator': (('rng', 'torch'), lambda s: s[:100], 'damaged random number generator state (torch)'),
+    'DataLoader generator': (('rng', 'generators', 'train.sampler.generator'), lambda s: s[:10], 'state (train.sampler.generator)'),
+    'numpy generator': (('rng', 'numpy', 'keys'), lambda s: s[:5], 'state (numpy or python)'),
+    'generators missing': (('rng',), del_, "lacks a part of a checkpoint or has one of the wrong kind (KeyError: 'rng')"),
+    'epoch': (('epoch',), 'two', "epoch 'two' is not a number"),
+}
+
+@pytest.fixture(scope='module')
+def full_trained(tmp_path_factory):
+    "A learner with every kind of state after one epoch, and its checkpoint."
+    folder = tmp_path_factory.mktemp('full')
+    learn = full_learner(folder/'run')
+    learn.fit(1)
+    path = folder/'model.pt'
+    learn.save(path)
+    return learn, path
+
+@pytest.mark.parametrize('part', list(BAD_PARTS))
+def test_load_is_all_or_nothing(full_trained, tmp_path, part):
+    "A real checkpoint with one part made wrong: one CheckpointError naming it, into a trained learner and a fresh one, and neither changes."
+    learn, good = full_trained
+    where, value, says = BAD_PARTS[part]
+    torch.save(_edit(torch.load(good, weights_only=True), where, value), tmp_path/'bad.pt')
+    fresh = full_learner(tmp_path/'run')
+    fresh.opt = fresh.opt_func(fresh.model.parameters(), fresh.lr)   # for the snapshot: an optimizer that never stepped
+    fresh.epoch = -1
+    random.random(); np.random.rand(); torch.rand(1)   # move every generator away from the checkpoint's state
+    for target in (learn, fresh):
+        before = snapshot(target)
+        with pytest.raises(CheckpointError) as e: target.load(tmp_path/'bad.pt')
+        assert says in str(e.value), (part, str(e.value))
+        assert_same(snapshot(target), before)
+    learn.load(good)   # the good file still loads
+    learn.cbs.remove(next(cb for cb in learn.cbs if isinstance(cb, LoadedStateCB)))
 
 
-def test_optimizer_state_is_restored(trained):
-    learn, path = trained
-    other = make_learner()
-    other.opt = other.opt_func(other.model.parameters(), other.lr)   # the optimizer a fit would make
-    other.load(path)
-    saved = learn.opt.state_dict()
-    assert len(saved['state']) == len(list(learn.model.parameters()))
-    assert_same(other.opt.state_dict()['state'], saved['state'])   # Adam's moments and step counts
-    assert float(saved['state'][0]['step']) == len(learn.dls.train)
+def test_scheduler_state_checked_before_the_first_fit(full_trained, tmp_path):
+    "Before any fit the callback has no scheduler: the check makes one to compare with, so a fresh learner refuses too."
+    _, good = full_trained
+    where, value, says = BAD_PARTS['scheduler state']
+    torch.save(_edit(torch.load(good, weights_only=True), where, value), tmp_path/'bad.pt')
+    fresh = full_learner(tmp_path/'run')
+    w = weights(fresh)
+    with pytest.raises(CheckpointError, match='another kind of scheduler'): fresh.load(tmp_path/'bad.pt')
+    assert_same(weights(fresh), w)
+    assert not any(isinstance(cb, LoadedStateCB) for cb in fresh.cbs)
 
 
-# A training run in a child process: 'full' runs 3 epochs; 'crash' pauses in the middle of epoch 1 and waits to be
-# killed; 'resume' continues from the last checkpoint. Each saves its final weights. It uses the real recipe (`train`).
+def test_scaler_needed_at_fit_is_refused_before_training(tmp_path):
+    "MixedPrecision() chooses its type at the fit: an empty scaler state meeting a float16 scaler is refused when the fit starts, before any step."
+    bf16 = make_learner(cbs=[MixedPrecision(torch.bfloat16)])
+    bf16.fit(1)
+    bf16.save(tmp_path/'bf16.pt')
+    auto = make_learner(cbs=[mp := MixedPrecision()])   # on the CPU it will choose bfloat16 at the fit...
+    auto.load(tmp_path/'bf16.pt')
+    mp.dtype = torch.float16                             # ...but float16 here, as on a GPU
+    w = weights(auto)
+    with pytest.raises(CheckpointError, match='saved without a gradient scaler'): auto.fit(1)
+    assert_same(weights(auto), w)   # nothing trained
+
+
+def version_1(ckpt):
+    "`ckpt` as the last release wrote it (format version 1): no optimizer class, no MPS state, generators named by where they sit."
+    ckpt = {k: v for k, v in ckpt.items() if k != 'opt_type'}
+    rng = {k: v for k, v in ckpt['rng'].items() if k != 'mps'}
+    rng['generators'] = {k.removesuffix('.generator'): g for k, g in rng['generators'].items()}
+    return {**ckpt, 'version': 1, 'rng': rng}
+
+def test_version_1_file_still_loads(full_trained, tmp_path):
+    "A file of the last release loads, weights, optimizer, schedule, scaler and DataLoader generator; its optimizer is told by its settings' names."
+    learn, good = full_trained
+    torch.save(version_1(torch.load(good, weights_only=True)), tmp_path/'v1.pt')
+    assert 'train.sampler' in torch.load(tmp_path/'v1.pt', weights_only=True)['rng']['generators']
+    other = full_learner(tmp_path/'run')
+    other.load(tmp_path/'v1.pt')
+    assert_same(weights(other), weights(learn))
+    gen = other.dls.train.sampler.generator
+    assert torch.equal(gen.get_state(), read_checkpoint(good)['rng']['generators']['train.sampler.generator'])
+    class StopAtStart(Callback):
+        order = LoadedStateCB.order + 1
+        def before_fit(self, learn): raise CancelFitException()
+    other.fit(1, cbs=StopAtStart())   # the fit applies the optimizer's and callbacks' states, then stops at once
+    assert_same(other.opt.state_dict()['state'], learn.opt.state_dict()['state'])
+    sgd = make_learner(opt_func=partial(optim.SGD, momentum=0.9))
+    w = weights(sgd)
+    with pytest.raises(CheckpointError, match=r"another kind of optimizer than this learner's SGD \(its settings lack momentum"): sgd.load(tmp_path/'v1.pt')
+    assert_same(weights(sgd), w)
+
+
+# ---------- load, then fit: the run goes on ----------
+
+class StopAfter(Callback):
+    "End the fit after the validation of epoch `epoch`."
+    order = CheckpointCB.order + 1
+    def __init__(self, epoch): self.epoch = epoch
+    def after_epoch(self, learn):
+        if not learn.training and learn.epoch == self.epoch: raise CancelFitException()
+
+
+def test_load_then_fit_continues(tmp_path):
+    "Stopped after 2 of 3 epochs, saved; a new learner loads and fits 1 epoch: the weights of the uninterrupted run, to the bit."
+    full = full_learner(tmp_path/'full')
+    full.fit(3)
+    stopped = full_learner(tmp_path/'stopped', cbs=[StopAfter(1)])
+    stopped.fit(3)
+    again = full_learner(tmp_path/'again')
+    again.load(tmp_path/'stopped'/'last.pt')
+    seen = {}
+    class Look(Callback):
+        order = LoadedStateCB.order + 1
+        def before_fit(self, learn): seen['step'] = learn.opt.state_dict()['state'][0]['step'].item()
+    again.fit(1, cbs=Look())
+    assert seen['step'] == 2*len(again.dls.train)   # AdamW's step count went on
+    assert_same(weights(again), weights(full))
+    assert_same(again.cbs[2].state_dict(), full.cbs[2].state_dict())   # the one-cycle schedule, to its end
+    assert not any(isinstance(cb, LoadedStateCB) for cb in again.cbs)   # used once
+    # Without the optimizer's and the schedule's states (model_only), the same epoch gives other weights.
+    fresh_opt = full_learner(tmp_path/'fresh')
+    fresh_opt.load(tmp_path/'stopped'/'last.pt', model_only=True)
+    fresh_opt.fit(1)
+    assert not torch.equal(weights(fresh_opt)['0.0.weight'], weights(full)['0.0.weight'])
+
+
+def test_adamw_state_is_refused_by_sgd(trained):
+    _, path = trained
+    sgd = make_learner(opt_func=partial(optim.SGD, momentum=0.9))
+    w = weights(sgd)
+    with pytest.raises(CheckpointError, match=r'class AdamW; this learner.s optimizer is SGD.*model_only=True'): sgd.load(path)
+    assert_same(weights(sgd), w)
+    sgd.load(path, model_only=True)   # the weights alone are fine
+    assert_same(weights(sgd), trained[0].model.state_dict())
+
+
+def test_no_optimizer_state_is_not_a_silent_fresh_start(tmp_path):
+    "A checkpoint saved by a learner that never trained has no optimizer state: fitting after loading it refuses, unless model_only."
+    make_learner().save(tmp_path/'untrained.pt')
+    learn = make_learner()
+    learn.load(tmp_path/'untrained.pt')
+    with pytest.raises(CheckpointError, match='holds no optimizer state, so this fit would start the optimizer afresh'): learn.fit(1)
+    learn.load(tmp_path/'untrained.pt', model_only=True)
+    learn.fit(1)
+
+
+def test_mps_generator_saved_where_there_is_one(monkeypatch):
+    "Where MPS is available its generator's state is saved and restored (faked here: this machine has no MPS)."
+    mps_state, restored = torch.arange(8, dtype=torch.uint8), []
+    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.mps, 'get_rng_state', lambda: mps_state.clone())
+    monkeypatch.setattr(torch.mps, 'set_rng_state', lambda s: restored.append(s))
+    states = rng_states()
+    assert torch.equal(states['mps'], mps_state)
+    set_rng_states(states)
+    assert len(restored) == 1 and torch.equal(restored[0], mps_state)
+    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: False)
+    assert rng_states()['mps'] is None
+
+
+def test_generators_found_however_deep():
+    "A generator in a sampler inside a batch sampler inside a wrapper is found (and the same one only once), and restored."
+    g = torch.Generator().manual_seed(0)
+    dl = DataLoader(TensorDataset(torch.arange(12)), batch_size=4, shuffle=True, generator=g)
+    class Wrapper:
+        def __init__(self, dl): self.inner = dl
+        def __iter__(self): return iter(self.inner)
+    dls = DataLoaders(Wrapper(dl), None)
+    assert list(find_in(dls.train, torch.Generator, 'train')) == ['train.inner.sampler.generator']
+    states = rng_states(dls)
+    order = [b[0].tolist() for b in dls.train]
+    set_rng_states(states, dls)
+    assert [b[0].tolist() for b in dls.train] == order
+
+
+# ---------- killed for real: SIGKILL at chosen moments, then resumed ----------
+
+def test_kill_point():
+    "Unset, or another name: nothing happens. In a child told `here@2`: it dies by SIGKILL the second time, not the first."
+    kill_point('here')
+    code = "from miniai.checkpoint import kill_point\nfor i in range(3): print(i, flush=True); kill_point('here')"
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60,
+                         env={**CHILD_ENV, 'MINIAI_TEST_KILL_AT': 'here@2'})
+    assert res.returncode == -signal.SIGKILL and res.stdout.split() == ['0', '1']
+
+
+def tiny_cnn():
+    "The model of the child runs below: a tiny batch-norm CNN."
+    return nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 8, 3, 2, 1), nn.BatchNorm2d(8),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+# A training run in a child process: 3 epochs of a tiny batch-norm CNN (AdamW, one-cycle, a DataLoader generator) with
+# CheckpointCB (resuming if asked), then the final weights saved. A test kills it where it wants by naming a kill point
+# in MINIAI_TEST_KILL_AT; `batch_E_I` is a point after training batch I of epoch E. It imports only what it needs: a
+# child starts in a second or two.
 CHILD = textwrap.dedent("""
-    import sys, time, torch
-    from datasets import DatasetDict
-    from miniai.datasets import load_fashion_mnist
-    from miniai.learner import Callback
-    from miniai.checkpoint import CheckpointCB
-    from miniai.train import train, RunLogCB
-    mode, folder = sys.argv[1], sys.argv[2]
-
-    class PauseCB(Callback):
-        "In the middle of training epoch 1, say so and wait to be killed."
+    import sys, torch, torch.nn.functional as F
+    from functools import partial
+    from types import SimpleNamespace
+    from torch import nn, optim
+    from torch.optim.lr_scheduler import OneCycleLR
+    from torch.utils.data import DataLoader, TensorDataset
+    from torcheval.metrics import MulticlassAccuracy
+    from miniai.checkpoint import CheckpointCB, kill_point
+    from miniai.learner import BatchSchedCB, Callback, MetricsCB, TrainLearner
+    folder, resume = sys.argv[1], sys.argv[2] == 'resume'
+    """) + inspect.getsource(tiny_cnn) + textwrap.dedent("""
+    class BatchKillPoints(Callback):
         def after_batch(self, learn):
-            if learn.training and learn.epoch == 1 and learn.iter == 2:
-                print('PAUSED', flush=True)
-                time.sleep(600)
+            if learn.training: kill_point(f'batch_{learn.epoch}_{learn.iter}')
 
-    dsd = load_fashion_mnist()
-    small = DatasetDict(train=dsd['train'].select(range(640)), test=dsd['test'].select(range(256)))
-    cbs = [RunLogCB(folder), CheckpointCB(folder, resume=mode == 'resume')] + ([PauseCB()] if mode == 'crash' else [])
-    learn, acc = train(epochs=3, bs=64, dd=small, nfs=(1, 4, 8, 16), progress=False, cbs=cbs)
+    torch.manual_seed(0)
+    x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    dls = SimpleNamespace(train=DataLoader(TensorDataset(x, y), 16, shuffle=True, generator=torch.Generator().manual_seed(1)),
+                          valid=DataLoader(TensorDataset(x[:32], y[:32]), 16))
+    model = tiny_cnn()
+    metrics = MetricsCB(accuracy=MulticlassAccuracy())
+    metrics.log_to(lambda row: None)
+    sched = BatchSchedCB(partial(OneCycleLR, max_lr=3e-2, total_steps=3*len(dls.train)))
+    learn = TrainLearner(model, dls, F.cross_entropy, lr=3e-2, opt_func=optim.AdamW, cbs=[
+        metrics, sched, CheckpointCB(folder, monitor='loss', mode='min', resume=resume), BatchKillPoints()])
+    learn.fit(3)
     torch.save(learn.model.state_dict(), f'{folder}/final.pt')
     """)
 
+KILLS = {'mid-epoch': 'batch_1_2', 'inside a write': 'save_tmp_written@2', 'between best.pt and last.pt': 'best_written@2'}
 
-def test_killed_mid_epoch_then_resumed_gives_identical_weights(tmp_path):
+def test_killed_then_resumed_gives_identical_weights(tmp_path):
+    "Killed (SIGKILL) in the middle of epoch 1, inside the writing of a checkpoint, and between best.pt and last.pt: each resumes to the uninterrupted run's weights, best.pt holds the best epoch's, and no temporary file stays."
     script = tmp_path/'child.py'
     script.write_text(CHILD)
-    run = lambda mode, folder: subprocess.Popen([sys.executable, str(script), mode, str(folder)], env=CHILD_ENV,
-                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    full, crash = run('full', tmp_path/'full'), run('crash', tmp_path/'crash')   # side by side, to save time
-    try:
-        for line in crash.stdout:
-            if line.strip() == 'PAUSED': break
-        else: pytest.fail(f'the crash child never paused: {crash.stderr.read()[-2000:]}')
-        os.kill(crash.pid, signal.SIGKILL)
-        assert crash.wait(timeout=60) == -signal.SIGKILL
-    finally: crash.kill()
-    assert read_checkpoint(tmp_path/'crash'/'last.pt')['epoch'] == 0   # epoch 0 saved; epoch 1 was running
-    assert not (tmp_path/'crash'/'final.pt').exists()
-    resume = run('resume', tmp_path/'crash')
-    for child in (full, resume):
+    def run(folder, resume=False, kill=None):
+        env = {**CHILD_ENV, **({'MINIAI_TEST_KILL_AT': kill} if kill else {})}
+        return subprocess.Popen([sys.executable, str(script), str(folder), 'resume' if resume else 'new'], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def wait(child, code=0):
         _, err = child.communicate(timeout=300)
-        assert child.returncode == 0, err[-2000:]
-    expected, resumed = torch.load(tmp_path/'full'/'final.pt'), torch.load(tmp_path/'crash'/'final.pt')
-    assert_same(resumed, expected)
-    for fn in ('metrics.csv', 'batches.csv'):   # each epoch's rows once, as in the uninterrupted run
-        assert read_rows(tmp_path/'crash'/fn) == read_rows(tmp_path/'full'/fn)
-    assert sorted(p.name for p in (tmp_path/'crash').iterdir()) == ['batches.csv', 'best.pt', 'final.pt', 'last.pt', 'metrics.csv']
+        assert child.returncode == code, err[-2000:]
+    runs = {'full': run(tmp_path/'full')} | {name: run(tmp_path/name, kill=kill) for name, kill in KILLS.items()}   # side by side
+    wait(runs.pop('full'))
+    for child in runs.values(): wait(child, -signal.SIGKILL)
+    killed = {name: tmp_path/name for name in KILLS}
+    assert read_checkpoint(killed['mid-epoch']/'last.pt')['epoch'] == 0   # epoch 0 saved; epoch 1 was running
+    # Killed while writing epoch 1's checkpoint (its temporary file written, not renamed): the leftover stays, named with
+    # the dead process's id, and last.pt is epoch 0's, whole. A load of that path removes the leftover.
+    d = killed['inside a write']
+    left = [p.name for p in d.glob('.*')]
+    assert len(left) == 1 and left[0].endswith(f'.pt.tmp{runs["inside a write"].pid}'), left
+    assert read_checkpoint(d/'last.pt')['epoch'] == 0
+    TrainLearner(tiny_cnn()).load(d/left[0][1:].split('.tmp')[0], model_only=True)
+    assert not list(d.glob('.*'))
+    # Killed between the two files of an epoch that was the best so far: best.pt is one epoch ahead of last.pt.
+    d = killed['between best.pt and last.pt']
+    assert read_checkpoint(d/'best.pt')['epoch'] == read_checkpoint(d/'last.pt')['epoch'] + 1
+    (d/'.last.pt.tmp999999999').write_text('left by a process that is gone')   # removed by the next save or load
+    for child in [run(folder, resume=True) for folder in killed.values()]: wait(child)
+    full = tmp_path/'full'
+    expected, best = torch.load(full/'final.pt'), read_checkpoint(full/'best.pt')
+    for name, folder in killed.items():
+        assert_same(torch.load(folder/'final.pt'), expected)
+        assert_same(read_checkpoint(folder/'best.pt')['model'], best['model'])
+        assert sorted(p.name for p in folder.iterdir()) == ['best.pt', 'final.pt', 'last.pt'], name
 
+
+# ---------- CheckpointCB and get_preds ----------
 
 def test_checkpoint_cb_keeps_last_and_best(tmp_path):
     learn = make_learner(cbs=[cb := CheckpointCB(tmp_path, monitor='loss', mode='min')])
@@ -218,17 +448,19 @@ def test_get_preds(trained, tmp_path):
     learn.cbs.append(cb := CheckpointCB(tmp_path/'never'))
     try:
         acc_before = learn.metrics.metrics['accuracy'].compute()
+        attrs = set(vars(learn))
         for mode in (True, False):
             learn.model.train(mode)
             preds, targs = learn.get_preds()
             assert learn.model.training == mode   # the mode is put back
+        assert set(vars(learn)) == attrs
         xs, ys = map(torch.cat, zip(*learn.dls.valid))
         with torch.no_grad(): expected = learn.model.eval()(xs)
         assert preds.device.type == 'cpu' and torch.equal(preds, expected) and torch.equal(targs, ys)
         assert torch.equal(learn.metrics.metrics['accuracy'].compute(), acc_before)   # metrics untouched
         assert not (tmp_path/'never').exists()                                          # no checkpoint written
         # A learner with no data at all: loaded from the file, it predicts a DataLoader it is given.
-        bare = TrainLearner(get_model(nfs=NFS, norm=nn.BatchNorm2d), loss_func=F.cross_entropy).load(path)
+        bare = TrainLearner(get_model(nfs=NFS, norm=nn.BatchNorm2d), loss_func=F.cross_entropy).load(path, model_only=True)
         assert torch.equal(bare.get_preds(dl=learn.dls.valid)[0], expected)
         with pytest.raises(ValueError, match='pass one with `dl=`'): bare.get_preds()
     finally: learn.cbs.remove(cb)
