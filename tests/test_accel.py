@@ -1,18 +1,15 @@
-"Mixed precision trains as well as float32, leaves nothing behind and its scaler goes on through a checkpoint; AccelerateCB in one process changes nothing (get_preds included), and in two processes (torchrun, gloo) splits the batches, keeps the copies identical, gathers exact metrics and predictions, writes one checkpoint, resumes to the same data order, and gives the samplers back."
+"Mixed precision leaves nothing behind and its scaler goes on through a checkpoint (that it trains as well as float32 is checked in 15_accel); AccelerateCB in one process changes nothing (get_preds included), and in two processes (torchrun, gloo) splits the batches, keeps the copies identical, gathers exact metrics and predictions, writes one checkpoint, resumes to the same data order, and gives the samplers back."
 import json, os, subprocess, sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from datasets import DatasetDict
 
 from miniai.accel import AccelerateCB, MixedPrecision, take_steps, _standard_dl
 from miniai.checkpoint import CheckpointCB, read_checkpoint
 from miniai.core import set_seed
-from miniai.data import load_fashion_mnist
 from miniai.learner import Callback, DeviceCB, MetricsCB, TrainLearner
-from miniai.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from accel_two_procs import tiny_learner
@@ -27,14 +24,9 @@ def quiet_learner(cbs=()):
     return learn
 
 
-def test_mixed_precision_within_two_points_of_float32():
-    "The main job's recipe with a narrower model, 3,000 training images, 2 epochs, 1,000 test images: bfloat16 autocast against float32 (as 15_accel shows)."
-    dsd = load_fashion_mnist()
-    sub = DatasetDict(train=dsd['train'].select(range(3000)), test=dsd['test'].select(range(1000)))
-    _, acc32 = train(2, dd=sub, nfs=(1, 8, 16, 32, 64), progress=False)
-    _, acc16 = train(2, dd=sub, nfs=(1, 8, 16, 32, 64), progress=False, cbs=[MixedPrecision()])
-    assert acc32 > 0.7, acc32   # both really trained
-    assert abs(acc16 - acc32) < 0.02, (acc16, acc32)
+# Whether mixed precision trains as well as float32 (the main job's recipe, same seed, accuracy within two points) is
+# checked where it is taught, in 15_accel, which nbdev_test runs: where the CPU has no bfloat16 units that comparison
+# costs a minute, too much to pay twice.
 
 
 class Raise(Callback):
