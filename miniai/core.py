@@ -195,7 +195,9 @@ def to_cpu(x):
 # %% ../nbs/10_activations.ipynb #0d157c32
 def set_seed(seed, deterministic=False):
     "Seed PyTorch, Python's `random` and numpy with `seed`; with `deterministic`, also make PyTorch use deterministic algorithms."
-    torch.use_deterministic_algorithms(deterministic)
+    # Setting it imports PyTorch's compiler stack (over a second), so only when it changes (or to clear warn_only).
+    if torch.are_deterministic_algorithms_enabled() != deterministic or torch.is_deterministic_algorithms_warn_only_enabled():
+        torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark = False   # benchmark mode may pick a different (non-reproducible) kernel per run
     torch.manual_seed(seed)
     random.seed(seed)

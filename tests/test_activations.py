@@ -58,6 +58,30 @@ def test_set_seed_deterministic_flag():
     set_seed(0)
     assert not torch.are_deterministic_algorithms_enabled()
 
+def test_set_seed_switches_deterministic_only_when_it_changes(monkeypatch):
+    "The switch is called to turn the setting on or off (or clear warn_only), and skipped when it already holds."
+    calls = []
+    switch = torch.use_deterministic_algorithms
+    monkeypatch.setattr(torch, 'use_deterministic_algorithms', lambda *a, **k: (calls.append(a), switch(*a, **k)))
+    try:
+        set_seed(0); set_seed(1)
+        assert calls == [] and not torch.are_deterministic_algorithms_enabled()
+        set_seed(0, deterministic=True); set_seed(1, deterministic=True)
+        assert calls == [(True,)] and torch.are_deterministic_algorithms_enabled()
+        set_seed(0)
+        assert calls == [(True,), (False,)] and not torch.are_deterministic_algorithms_enabled()
+        switch(True, warn_only=True)             # as before the change: set_seed(deterministic=True) leaves no warn_only
+        set_seed(0, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+    finally: switch(False)
+
+def test_set_seed_does_not_import_the_compiler():
+    "Seeding a process that never asked for deterministic algorithms doesn't pay for importing torch._dynamo."
+    import subprocess, sys
+    code = "import sys; from miniai.core import set_seed; set_seed(0); print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == 'False'
+
 def test_hook_with_block_and_delete():
     lin = nn.Linear(2, 2)
     with Hook(lin, record) as h:
