@@ -37,7 +37,11 @@ fi
 
 # torch pinned in the same install, so no requirement can make pip fetch a multi-GB CUDA build.
 # --no-compile: bytecode is written on first import instead (saves a good part of the install time).
-pip_install() { "$MINIAI_PY" -m pip install -q --disable-pip-version-check --no-compile "$@"; }
+# (pip's notes about this machine's empty local index folders are dropped; its errors are not)
+pip_install() {
+  "$MINIAI_PY" -m pip install -q --disable-pip-version-check --no-compile "$@" \
+    2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+}
 pip_install "torch==2.13.0" -e ".[dev]"
 "$MINIAI_PY" -m pip check >/dev/null
 echo "$want" > "$stamp"
