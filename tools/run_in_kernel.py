@@ -26,7 +26,8 @@ def run(path, timeout=600):
     nb = nbformat.read(path, as_version=4)
     nb.cells = [c for c in nb.cells if not (c.cell_type == 'code' and SKIP.search(c.source))]
     start = time.time()
-    NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}}).execute()
+    NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}},
+                   extra_arguments=['--log-level=ERROR']).execute()   # without the kernel's start-up notes
     n_html = sum('text/html' in o.get('data', {}) for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
     if n_html == 0 and any('ProgressCB(' in c.source for c in nb.cells if c.cell_type == 'code'):
         raise AssertionError('it shows progress bars, but no HTML output: fastprogress did not take its notebook path')
