@@ -1,5 +1,5 @@
 "Checkpoints: a saved learner loads in a fresh process; bad files and bad parts of real checkpoints fail clearly and change nothing; load then fit continues; runs killed with SIGKILL (mid-epoch, inside a write, between best.pt and last.pt) resume to identical weights; get_preds."
-import inspect, os, random, signal, subprocess, sys, textwrap
+import json, inspect, os, random, signal, subprocess, sys, textwrap
 from functools import partial
 from pathlib import Path
 
@@ -358,24 +358,43 @@ CHILD = textwrap.dedent("""
     from torcheval.metrics import MulticlassAccuracy
     from miniai.checkpoint import CheckpointCB, kill_point
     from miniai.learner import BatchSchedCB, Callback, MetricsCB, TrainLearner
-    folder, resume = sys.argv[1], sys.argv[2] == 'resume'
+    import json, os, traceback
     """) + inspect.getsource(tiny_cnn) + textwrap.dedent("""
     class BatchKillPoints(Callback):
         def after_batch(self, learn):
             if learn.training: kill_point(f'batch_{learn.epoch}_{learn.iter}')
 
-    torch.manual_seed(0)
-    x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
-    dls = SimpleNamespace(train=DataLoader(TensorDataset(x, y), 16, shuffle=True, generator=torch.Generator().manual_seed(1)),
-                          valid=DataLoader(TensorDataset(x[:32], y[:32]), 16))
-    model = tiny_cnn()
-    metrics = MetricsCB(accuracy=MulticlassAccuracy())
-    metrics.log_to(lambda row: None)
-    sched = BatchSchedCB(partial(OneCycleLR, max_lr=3e-2, total_steps=3*len(dls.train)))
-    learn = TrainLearner(model, dls, F.cross_entropy, lr=3e-2, opt_func=optim.AdamW, cbs=[
-        metrics, sched, CheckpointCB(folder, monitor='loss', mode='min', resume=resume), BatchKillPoints()])
-    learn.fit(3)
-    torch.save(learn.model.state_dict(), f'{folder}/final.pt')
+    def fit(folder, resume):
+        torch.manual_seed(0)
+        x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
+        dls = SimpleNamespace(train=DataLoader(TensorDataset(x, y), 16, shuffle=True, generator=torch.Generator().manual_seed(1)),
+                              valid=DataLoader(TensorDataset(x[:32], y[:32]), 16))
+        model = tiny_cnn()
+        metrics = MetricsCB(accuracy=MulticlassAccuracy())
+        metrics.log_to(lambda row: None)
+        sched = BatchSchedCB(partial(OneCycleLR, max_lr=3e-2, total_steps=3*len(dls.train)))
+        learn = TrainLearner(model, dls, F.cross_entropy, lr=3e-2, opt_func=optim.AdamW, cbs=[
+            metrics, sched, CheckpointCB(folder, monitor='loss', mode='min', resume=resume), BatchKillPoints()])
+        learn.fit(3)
+        torch.save(learn.model.state_dict(), f'{folder}/final.pt')
+
+    # Each job `[folder, resume, kill point]` runs in a child forked from this process, which has imported everything
+    # once (a fresh Python costs seconds); all side by side. Prints `[pid, exit status]` per job (negative: killed).
+    def start(folder, resume, kill):
+        pid = os.fork()
+        if pid: return pid
+        code = 1
+        try:
+            if kill: os.environ['MINIAI_TEST_KILL_AT'] = kill
+            fit(folder, resume)
+            code = 0
+        except BaseException: traceback.print_exc()
+        finally: os._exit(code)
+
+    pids = [start(*job) for job in json.loads(sys.argv[1])]
+    status = dict(os.wait() for _ in pids)
+    print(json.dumps([[pid, -os.WTERMSIG(status[pid]) if os.WIFSIGNALED(status[pid]) else os.WEXITSTATUS(status[pid])]
+                      for pid in pids]))
     """)
 
 KILLS = {'mid-epoch': 'batch_1_2', 'inside a write': 'save_tmp_written@2', 'between best.pt and last.pt': 'best_written@2'}
@@ -384,23 +403,22 @@ def test_killed_then_resumed_gives_identical_weights(tmp_path):
     "Killed (SIGKILL) in the middle of epoch 1, inside the writing of a checkpoint, and between best.pt and last.pt: each resumes to the uninterrupted run's weights, best.pt holds the best epoch's, and no temporary file stays."
     script = tmp_path/'child.py'
     script.write_text(CHILD)
-    def run(folder, resume=False, kill=None):
-        env = {**CHILD_ENV, **({'MINIAI_TEST_KILL_AT': kill} if kill else {})}
-        return subprocess.Popen([sys.executable, str(script), str(folder), 'resume' if resume else 'new'], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    def wait(child, code=0):
-        _, err = child.communicate(timeout=300)
-        assert child.returncode == code, err[-2000:]
-    runs = {'full': run(tmp_path/'full')} | {name: run(tmp_path/name, kill=kill) for name, kill in KILLS.items()}   # side by side
-    wait(runs.pop('full'))
-    for child in runs.values(): wait(child, -signal.SIGKILL)
+    def run(jobs):
+        "Run `jobs` (`(folder, resume, kill point)`) side by side; their process ids and exit statuses."
+        res = subprocess.run([sys.executable, str(script), json.dumps([[str(f), r, k] for f, r, k in jobs])], env=CHILD_ENV,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        return json.loads(res.stdout.splitlines()[-1])
+    (_, full), *killed_runs = run([(tmp_path/'full', False, None)] + [(tmp_path/name, False, kill) for name, kill in KILLS.items()])
+    assert full == 0 and [st for _, st in killed_runs] == [-signal.SIGKILL]*len(KILLS), (full, killed_runs)
+    pid_of = dict(zip(KILLS, [pid for pid, _ in killed_runs]))
     killed = {name: tmp_path/name for name in KILLS}
     assert read_checkpoint(killed['mid-epoch']/'last.pt')['epoch'] == 0   # epoch 0 saved; epoch 1 was running
     # Killed while writing epoch 1's checkpoint (its temporary file written, not renamed): the leftover stays, named with
     # the dead process's id, and last.pt is epoch 0's, whole. A load of that path removes the leftover.
     d = killed['inside a write']
     left = [p.name for p in d.glob('.*')]
-    assert len(left) == 1 and left[0].endswith(f'.pt.tmp{runs["inside a write"].pid}'), left
+    assert len(left) == 1 and left[0].endswith(f'.pt.tmp{pid_of["inside a write"]}'), left
     assert read_checkpoint(d/'last.pt')['epoch'] == 0
     TrainLearner(tiny_cnn()).load(d/left[0][1:].split('.tmp')[0], model_only=True)
     assert not list(d.glob('.*'))
@@ -408,7 +426,7 @@ def test_killed_then_resumed_gives_identical_weights(tmp_path):
     d = killed['between best.pt and last.pt']
     assert read_checkpoint(d/'best.pt')['epoch'] == read_checkpoint(d/'last.pt')['epoch'] + 1
     (d/'.last.pt.tmp999999999').write_text('left by a process that is gone')   # removed by the next save or load
-    for child in [run(folder, resume=True) for folder in killed.values()]: wait(child)
+    assert [st for _, st in run([(folder, True, None) for folder in killed.values()])] == [0]*len(KILLS)
     full = tmp_path/'full'
     expected, best = torch.load(full/'final.pt'), read_checkpoint(full/'best.pt')
     for name, folder in killed.items():
