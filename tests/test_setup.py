@@ -1,7 +1,7 @@
 """Which Python `tools/setup.sh`, `tools/run.sh` and `tools/test.sh` use (`tools/env.sh`), tried with real interpreters.
 
 The whole set-up on a stock machine (Debian's python3 only, a clean PATH and HOME) is run by `.ci/run` itself."""
-import os, shutil, subprocess, sys, sysconfig
+import shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -49,14 +49,11 @@ def test_run_before_setup_says_what_to_do(repo):
                        capture_output=True, text=True)
     assert r.returncode == 1 and "run 'bash tools/setup.sh' first" in r.stderr and 'Traceback' not in r.stderr
 
-def test_run_uses_the_chosen_environment(repo, tmp_path):
-    "`tools/run.sh CMD` finds CMD among the chosen environment's scripts, and runs it in the caller's folder."
-    bin = tmp_path/'conda'/'bin'; bin.mkdir(parents=True)
-    (bin/'python').symlink_to(sys.executable)
-    scripts = Path(sysconfig.get_path('scripts'))   # where this interpreter's console scripts live
+@pytest.mark.skipif(not managed, reason='needs a system python3 marked EXTERNALLY-MANAGED (PEP 668)')
+def test_run_uses_the_project_venv(repo, tmp_path):
+    "After the set-up made `.venv`, `tools/run.sh CMD` runs CMD with that environment first on PATH, in the caller's folder."
+    subprocess.run([SYSTEM_PY, '-m', 'venv', '--without-pip', repo/'.venv'], check=True)
     (tmp_path/'work').mkdir()
     r = subprocess.run(['bash', str(repo/'tools'/'run.sh'), 'bash', '-c', 'command -v python; pwd'], cwd=tmp_path/'work',
-                       env={'PATH': f'{bin}:/usr/bin:/bin', 'HOME': str(repo), 'CONDA_PREFIX': str(bin.parent)},
-                       capture_output=True, text=True, check=True)
-    first, cwd = r.stdout.split()
-    assert Path(first).parent == scripts and Path(cwd) == tmp_path/'work'
+                       env={'PATH': '/usr/bin:/bin', 'HOME': str(repo)}, capture_output=True, text=True, check=True)
+    assert r.stdout.split() == [str(repo/'.venv'/'bin'/'python'), str(tmp_path/'work')]
