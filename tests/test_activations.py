@@ -280,13 +280,6 @@ def test_hooks_callback_backward_records_training_gradients():
     assert [h.n for h in cb] == [4, 4]                 # the 4 training batches; validation has no backward pass
     assert all(len(m._backward_hooks) == 0 for m in model.modules())
 
-def test_activations_does_not_import_hugging_face_datasets():
-    import subprocess, sys
-    code = ("import sys, miniai.activations as a, miniai.core as c; "
-            "assert a.set_seed is c.set_seed and a.to_cpu is c.to_cpu; print('datasets' in sys.modules)")
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == 'False'
-
 def test_callbacks_under_a_learner_without_cleanup_events():
     class ZeroInputs(Callback):   # a batch transform, written here: BatchTransformCB comes later, in 11_initializing
         def before_batch(self, learn): learn.batch = (learn.batch[0]*0, learn.batch[1])
