@@ -340,7 +340,9 @@ def test_ctrl_c_stops_cleanly_with_the_resume_hint(tiny_data, tmp_path):
     env = {**ENV, 'MINIAI_CACHE': str(tmp_path/'cache')}
     exe = os.path.join(SCRIPTS, 'miniai_train')
     p = subprocess.Popen([exe, '--data', tiny_data, '--epochs', '1000', '--bs', '32', '--widths', '4,4,4,4',
-                          '--n_holdout', '32', '--out', str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                          '--n_holdout', '32', '--out', str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         # Ctrl-C's default, as in a terminal: a shell script's background jobs start with SIGINT ignored
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out/'last.pt').exists() and p.poll() is None and time.time() < deadline: time.sleep(0.05)
     time.sleep(0.3)   # into a later epoch
