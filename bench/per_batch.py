@@ -34,6 +34,7 @@ from fastcore.script import call_parse
 from miniai.data import BatchDataset, batch_dl
 from miniai.datasets import DataLoaders
 from miniai.learner import TrainLearner, DeviceCB, MetricsCB, ProgressCB
+from learner_overhead import loop_epoch   # the hand-written loop both benches measure against (bench/ is on sys.path)
 
 WAYS = ('loop', 'bare', 'metrics', 'progress', 'main_job')
 BS = 64
@@ -52,21 +53,6 @@ def get_model():
     torch.manual_seed(0)
     return nn.Linear(32, 10)
 
-
-def loop_fit(model, dls, lr=0.1, device='cpu'):
-    opt = optim.SGD(model.parameters(), lr)
-    model.train()
-    for xb, yb in dls.train:
-        xb, yb = xb.to(device), yb.to(device)
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
-    with torch.no_grad():
-        for xb, yb in dls.valid:
-            xb, yb = xb.to(device), yb.to(device)
-            loss = F.cross_entropy(model(xb), yb)
 
 def learner_fit(model, dls, cbs, lr=0.1):
     with contextlib.redirect_stdout(io.StringIO()):   # the table and bars are drawn, into a buffer
@@ -89,7 +75,7 @@ def main_job_fit(model, dls, lr=0.1):
 def run_way(way, dls):
     "One timed fit of `way` on a fresh copy of the starting weights: (wall-clock seconds, CPU seconds of this process)."
     model = get_model()
-    fits = {'loop': lambda: loop_fit(model, dls),
+    fits = {'loop': lambda: loop_epoch(model, dls, 0.1, 'cpu'),
             'bare': lambda: learner_fit(model, dls, [DeviceCB('cpu')]),
             'metrics': lambda: learner_fit(model, dls, [DeviceCB('cpu'), MetricsCB(accuracy=MulticlassAccuracy())]),
             'progress': lambda: learner_fit(model, dls, [DeviceCB('cpu'), MetricsCB(accuracy=MulticlassAccuracy()),
