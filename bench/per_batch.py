@@ -62,8 +62,7 @@ def main_job_fit(model, dls, lr=0.1):
     "The main job's callbacks around the bench's model and optimizer."
     from miniai.train import get_learner
     from miniai.checkpoint import CheckpointCB
-    try: from miniai.commands import RunLogCB   # where the commands live now
-    except ImportError: from miniai.train import RunLogCB
+    from miniai.commands import RunLogCB
     with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
         learn = get_learner(dls, 1, lr=lr, device='cpu', progress=True,
                             cbs=[RunLogCB(folder), CheckpointCB(folder, monitor='accuracy', mode='max')])
