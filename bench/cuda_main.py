@@ -1,7 +1,7 @@
 """The main job on a GPU: float32 against `MixedPrecision`, GPU waits per batch, and the Learner against a hand-written loop.
 
 Needs only this repository and miniai's own requirements (not Accelerate). Three measurements:
-  1. the main job's learner (`get_learner` from 13_train: batch-norm CNN, AdamW, one-cycle) trained in float32 and with
+  1. the main job's learner (`get_learner` from 16_train: batch-norm CNN, AdamW, one-cycle) trained in float32 and with
      `MixedPrecision()` (float16 and a gradient scaler on CUDA), interleaved for `rounds` rounds: each training pass's
      time, the medians, their ratio (mixed / float32: below 1 is faster) and the validation accuracies;
   2. the GPU waits of one epoch of a fit with DeviceCB, MetricsCB and ProgressCB, counted with

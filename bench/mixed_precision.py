@@ -1,6 +1,6 @@
 """Mixed precision on the CPU: the epoch time of the main job's model with and without `MixedPrecision`.
 
-`train` (13_train's recipe: batch-norm CNN, AdamW, one-cycle) on a Fashion-MNIST subset, in float32 and with
+`train` (16_train's recipe: batch-norm CNN, AdamW, one-cycle) on a Fashion-MNIST subset, in float32 and with
 `MixedPrecision()` (bfloat16 autocast on the CPU), the two interleaved for several rounds, who goes first alternating,
 so that a slow spell of a shared machine hits both. Reports each training pass's time (wall-clock and CPU), the
 median per mode, their ratio (mixed / float32: below 1 is faster) and the validation accuracies. bfloat16 is fast

@@ -75,7 +75,7 @@ _train_steps = ('predict', 'get_loss', 'backward', 'step', 'zero_grad')
 def _comes_with_checkpoint(nm):
     "A stand-in for the method `nm` that `miniai.checkpoint` adds to `Learner`: calling it says which import brings it."
     def _missing(self, *args, **kwargs):
-        raise AttributeError(f"`Learner.{nm}` comes with `miniai.checkpoint` (14_checkpoint): run `from miniai.checkpoint "
+        raise AttributeError(f"`Learner.{nm}` comes with `miniai.checkpoint` (17_checkpoint): run `from miniai.checkpoint "
                              f"import *` (or `from miniai.all import *`) first.")
     _missing.__name__ = _missing.__qualname__ = nm
     _missing.__doc__ = f"Added by `from miniai.checkpoint import *`; until then, an `AttributeError` that says so."
@@ -108,7 +108,7 @@ class Learner:
     def step(self):      self.callback('step')
     def zero_grad(self): self.callback('zero_grad')
 
-    # Saving, loading and predicting come with `14_checkpoint`, which replaces these stand-ins.
+    # Saving, loading and predicting come with `17_checkpoint`, which replaces these stand-ins.
     save, load, get_preds = (_comes_with_checkpoint(nm) for nm in ('save', 'load', 'get_preds'))
 
     def fit(self, n_epochs=1, train=True, valid=True, cbs=None, lr=None):

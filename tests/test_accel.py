@@ -1,4 +1,4 @@
-"Mixed precision leaves nothing behind and its scaler goes on through a checkpoint (that it trains as well as float32 is checked in 15_accel); AccelerateCB in one process changes nothing (get_preds included), and in two processes (torchrun, gloo) splits the batches, keeps the copies identical, gathers exact metrics and predictions, writes one checkpoint, resumes to the same data order, and gives the samplers back."
+"Mixed precision leaves nothing behind and its scaler goes on through a checkpoint (that it trains as well as float32 is checked in 18_accel); AccelerateCB in one process changes nothing (get_preds included), and in two processes (torchrun, gloo) splits the batches, keeps the copies identical, gathers exact metrics and predictions, writes one checkpoint, resumes to the same data order, and gives the samplers back."
 import json, os, subprocess, sys
 from pathlib import Path
 
@@ -25,7 +25,7 @@ def quiet_learner(cbs=()):
 
 
 # Whether mixed precision trains as well as float32 (the main job's recipe, same seed, accuracy within two points) is
-# checked where it is taught, in 15_accel, which nbdev_test runs: where the CPU has no bfloat16 units that comparison
+# checked where it is taught, in 18_accel, which nbdev_test runs: where the CPU has no bfloat16 units that comparison
 # costs a minute, too much to pay twice.
 
 
