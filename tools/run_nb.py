@@ -1,24 +1,16 @@
-"""Run notebooks top to bottom and save their outputs in place, so the committed lessons show
-their plots, tables and accuracies. Stops at the first failing cell.
+"""Run notebooks top to bottom in a real Jupyter kernel, as a learner runs them, and save their outputs in place, so
+the committed lessons show their plots, tables and accuracies, and `tools/run_in_kernel.py` (which CI runs) finds the
+committed outputs to be the code's run. Then cleans them with `nbdev_clean`. Stops at the first failing notebook.
 
     python tools/run_nb.py nbs/05_datasets.ipynb [...]"""
-import sys, time, os
+import subprocess, sys
 from pathlib import Path
-from execnb.nbio import read_nb, write_nb
-from execnb.shell import CaptureShell
-
-def run(path):
-    path = Path(path)
-    nb = read_nb(path)
-    os.chdir(path.parent)                  # notebooks run from nbs/, as nbdev_test runs them
-    start = time.time()
-    shell = CaptureShell()
-    shell.run_all(nb, exc_stop=True)       # raises on the first failing cell
-    write_nb(nb, path.name)
-    print(f'{path}: ran in {time.time()-start:.1f}s')
+sys.path.insert(0, str(Path(__file__).parent))
+import run_in_kernel
 
 if __name__ == '__main__':
-    here = Path.cwd()
     for p in sys.argv[1:]:
-        os.chdir(here)
-        run(p)
+        secs, n_html, err = run_in_kernel._run_one(Path(p), write=True)[1:]
+        if err: sys.exit(f'{p}: FAILED\n{err}')
+        subprocess.run(['nbdev_clean', '--fname', p], check=True)
+        print(f'{p}: ran in a kernel in {secs:.1f}s, outputs saved')
