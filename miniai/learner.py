@@ -230,6 +230,23 @@ def _is_training(learn):
     training = getattr(learn, 'training', None)
     return learn.model.training if training is None else training
 
+def _opt_params(learn):
+    "The parameters the optimizer steps: from its `param_groups` (any `torch.optim` optimizer), its `params` (a from-scratch optimizer's usual name), or else the model's."
+    opt = getattr(learn, 'opt', None)
+    if hasattr(opt, 'param_groups'): return [p for g in opt.param_groups for p in g['params']]
+    if hasattr(opt, 'params'): return list(opt.params)
+    return list(learn.model.parameters())
+
+def _param_groups(learn, who):
+    "The optimizer's `param_groups`, or a `TypeError` saying that `who` needs them (an optimizer with only `step` and `zero_grad` has none)."
+    opt = getattr(learn, 'opt', None)
+    groups = getattr(opt, 'param_groups', None)
+    if groups is None:
+        raise TypeError(f"{who} reads or sets the learning rate through the optimizer's `param_groups`, as every `torch.optim` "
+                        f"optimizer has; this learner's optimizer ({type(opt).__name__}) has none. Give the optimizer a "
+                        f"`param_groups` list of dicts with an 'lr' key (and 'params'), or train without {who}.")
+    return groups
+
 class MetricsCB(Callback):
     "Compute torcheval metrics `ms` (named by class) and `metrics` (named by keyword) plus the mean loss (weighted by batch size) each pass; log a row to `loggers`. Nothing waits for the device per batch: the batches' predictions and losses stay there until the pass ends (or `max_kept` numbers pile up)."
     max_kept = 2**22   # predictions kept on the device before the metrics take them in (16 MB of float32)
@@ -249,8 +266,7 @@ class MetricsCB(Callback):
         self.training = _is_training(learn)
         self.losses, self.ns, self.iters, self.preds, self.targs, self.kept = [], [], [], [], [], 0
         self.guarded, self.zeros = False, {}   # whether `after_backward` guarded the steps this pass
-        opt = getattr(learn, 'opt', None)
-        self.params = [p for g in opt.param_groups for p in g['params']] if opt is not None else list(learn.model.parameters())
+        self.params = _opt_params(learn)
 
     def after_backward(self, learn):
         "Zero this batch's gradients, on the device, if its loss is not finite: its step then puts no NaN in the weights."
@@ -405,8 +421,9 @@ class LRFinderCB(Callback):
     def __init__(self, gamma=1.3, max_mult=3): fc.store_attr()
 
     def before_fit(self, learn):
-        self.sched = ExponentialLR(learn.opt, self.gamma)
         self.lrs, self.losses, self.min = [], [], math.inf
+        _param_groups(learn, 'LRFinderCB')
+        self.sched = ExponentialLR(learn.opt, self.gamma)
 
     def before_epoch(self, learn):
         if not _is_training(learn): raise CancelEpochException()   # validation tells us nothing here
@@ -443,8 +460,12 @@ class RecorderCB(Callback):
     "After each training batch record `name=f(self)` for each keyword, e.g. `lr=lambda cb: cb.pg['lr']`; `plot()` draws each record."
     def __init__(self, **fns): self.fns = fns
     def before_fit(self, learn):
-        self.learn, self.pg = learn, learn.opt.param_groups[0]
+        self.learn = learn
         self.recs = {name: [] for name in self.fns}
+    @property
+    def pg(self):
+        "The optimizer's first parameter group, read afresh each time: loading an optimizer's state replaces the dicts."
+        return _param_groups(self.learn, 'RecorderCB.pg')[0]
     def after_batch(self, learn):
         if not _is_training(learn): return
         for name, f in self.fns.items(): self.recs[name].append(f(self))
@@ -458,7 +479,9 @@ class BaseSchedCB(Callback):
     "Create the scheduler `sched(learn.opt)` when the fit starts; `_step` advances it, only while training."
     order = RecorderCB.order + 1   # step after the recorders have read the learning rate the batch used
     def __init__(self, sched): self.sched = sched
-    def before_fit(self, learn): self.schedo = self.sched(learn.opt)
+    def before_fit(self, learn):
+        _param_groups(learn, type(self).__name__)   # a PyTorch scheduler sets the rates in the optimizer's `param_groups`
+        self.schedo = self.sched(learn.opt)
     def _step(self, learn):
         if _is_training(learn): self.schedo.step()
 

@@ -557,3 +557,56 @@ def test_save_without_checkpoint_says_which_import_adds_it():
     assert lines[-1] == 'False'
     from miniai.checkpoint import CheckpointCB   # and once it is imported, the real methods are there
     assert 'comes with' not in (TrainLearner.save.__doc__ or '')
+
+
+# --- Optimizers written from scratch (issue 23): only `step` and `zero_grad`, no `param_groups`, no `state_dict` ---
+
+class ScratchSGD:
+    "The course's from-scratch SGD: its own `params`, `lr` and `wd`; nothing else of `torch.optim.Optimizer`."
+    def __init__(self, params, lr, wd=0.): self.params, self.lr, self.wd = list(params), lr, wd
+    def step(self):
+        with torch.no_grad():
+            for p in self.params:
+                if self.wd: p *= 1 - self.lr * self.wd
+                p -= p.grad * self.lr
+    def zero_grad(self):
+        for p in self.params: p.grad.data.zero_()
+
+class BareOpt:
+    "An optimizer that is nothing but `step` and `zero_grad` over the parameters it was given (no `params` attribute either)."
+    def __init__(self, params, lr):
+        ps = list(params)
+        def step():
+            with torch.no_grad():
+                for p in ps: p -= lr * p.grad
+        def zero_grad():
+            for p in ps: p.grad = None
+        self.step, self.zero_grad = step, zero_grad
+
+@pytest.mark.parametrize('opt_func', [ScratchSGD, BareOpt])
+def test_an_optimizer_with_only_step_and_zero_grad_trains_with_every_callback(opt_func, capsys):
+    torch.manual_seed(0)
+    model, ref = make_model(), make_model()
+    rec = RecorderCB(loss=lambda cb: cb.learn.loss.item())
+    learn = TrainLearner(model, make_dls(n_train=16), F.mse_loss, lr=0.05, opt_func=opt_func,
+                         cbs=[DeviceCB('cpu'), MetricsCB(), ProgressCB(plot=True, bars=False), rec])
+    learn.fit(2)
+    assert not hasattr(learn.opt, 'param_groups')
+    assert [r['train'] for r in learn.metrics.history] == ['train', 'eval'] * 2
+    assert len(rec.recs['loss']) == 8
+    # The same fit with `torch.optim.SGD` gives the same weights: the from-scratch optimizer really trained.
+    TrainLearner(ref, make_dls(n_train=16), F.mse_loss, lr=0.05, cbs=[MetricsCB()]).fit(2)
+    for p, q in zip(model.parameters(), ref.parameters()): torch.testing.assert_close(p, q)
+
+def test_an_optimizer_without_param_groups_is_refused_clearly_where_it_must_be():
+    "Schedulers, the LR finder and `RecorderCB.pg` set or read the rate in `param_groups`: each says so, before training."
+    def fit_with(cb, **kwargs):
+        learn = TrainLearner(make_model(), make_dls(), F.mse_loss, opt_func=ScratchSGD, cbs=cb)
+        learn.fit(1, **kwargs)
+    sched = partial(lr_scheduler.StepLR, step_size=1)
+    for cb in (BatchSchedCB(sched), EpochSchedCB(sched)):
+        with pytest.raises(TypeError, match=f"{type(cb).__name__} .*param_groups.*ScratchSGD"): fit_with(cb)
+    with pytest.raises(TypeError, match="LRFinderCB .*param_groups.*ScratchSGD"): fit_with(LRFinderCB())
+    with pytest.raises(TypeError, match="RecorderCB.pg .*param_groups"): fit_with(RecorderCB(lr=lambda cb: cb.pg['lr']))
+    learn = TrainLearner(make_model(), make_dls(), F.mse_loss, opt_func=ScratchSGD)
+    with pytest.raises(TypeError, match="LRFinderCB .*param_groups"): learn.lr_find()
