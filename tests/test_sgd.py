@@ -162,3 +162,17 @@ def test_reexports_are_the_learners_objects():
         assert cls.__name__ in miniai.sgd.__all__
     assert issubclass(HasLearnCB, miniai.learner.Callback)
     assert {'SGD', 'Momentum', 'RMSProp', 'Adam', 'AdamW', 'ewma', 'HasLearnCB'} <= set(miniai.sgd.__all__)
+
+def test_a_subclass_in_the_courses_shape():
+    "A course-style optimizer: subclass `SGD`, replace `opt_step(self, p)`; its memory in `self.state[p]`, its steps counted."
+    class SignSGD(SGD):
+        def opt_step(self, p):
+            self.state[p]['last_sign'] = p.grad.sign()
+            p.sub_(self.lr * p.grad.sign())
+    w = torch.zeros(3, requires_grad=True)
+    opt = SignSGD([w], lr=0.1, wd=0.5)
+    for _ in range(2):
+        w.grad = torch.tensor([3., -0.2, 0.])
+        opt.step()
+    torch.testing.assert_close(w.detach(), torch.tensor([-0.1*0.95 - 0.1, 0.1*0.95 + 0.1, 0.]))
+    assert opt.state[w]['step'] == 2 and opt.i == 2
