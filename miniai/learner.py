@@ -354,13 +354,11 @@ class NonFiniteGuardCB(Callback):
     order = -1   # after `DeviceCB`; before `MetricsCB` and others, so that a bad pass raises before anything logs or saves it
 
     def before_fit(self, learn):
-        self.ones, self.mode, self.saved, self.saved_for = _Ones(), None, [], []
+        self.ones, self.mode, self.saved, self.saved_for, self.ready = _Ones(), None, [], [], None
         self.params = _opt_params(learn)
 
     def before_epoch(self, learn):
-        self.training, self.flags, self.n, self.unguarded = _is_training(learn), None, 0, False
-
-    def before_batch(self, learn): self.checked = False
+        self.training, self.flags, self.n, self.unguarded, self.checked = _is_training(learn), None, 0, False, False
 
     def _flag(self, learn):
         "This batch's slot in the pass's flags (1 = not finite), on the loss's device; the flags are read once, at the end of the pass."
@@ -372,6 +370,7 @@ class NonFiniteGuardCB(Callback):
 
     def after_backward(self, learn):
         if not self.training: return
+        if self.mode is not None: self._undo(learn)   # the last batch was cancelled between backward and step
         self.checked, opt = True, learn.opt
         self.flag = flag = self._flag(learn)
         grads = [p.grad for p in self.params if p.grad is not None]
@@ -401,13 +400,21 @@ class NonFiniteGuardCB(Callback):
         if not isinstance(opt, optim.Optimizer): return 'read'   # its state may be anything, even Python numbers
         groups = opt.param_groups
         stateless = type(opt) is optim.SGD and all(g['momentum'] == 0 for g in groups)   # plain SGD keeps no state
-        if not stateless and any(p.grad is not None and not opt.state.get(p) for g in groups for p in g['params']):
+        if not stateless and not self._state_ready(opt):
             return 'read'   # the first step creates the state (a fused momentum buffer uninitialised): nothing to restore
         if all(g.get('fused') for g in groups): return 'fused'
         if stateless and all(g['weight_decay'] == 0 for g in groups): return 'zero'
         if any(v.device != flag.device for st in opt.state.values() for v in st.values() if torch.is_tensor(v)):
             return 'read'   # state kept on another device (Adam's step count on the CPU for a GPU model) can't be restored without a wait
         return 'restore'
+
+    def _state_ready(self, opt):
+        "Whether every parameter with a gradient has its optimizer state; once true, it stays true for this state dict and size."
+        key = (id(opt.state), len(opt.state))
+        if key == self.ready: return True
+        if any(p.grad is not None and not opt.state.get(p) for g in opt.param_groups for p in g['params']): return False
+        self.ready = key
+        return True
 
     def after_step(self, learn):
         if self.mode == 'restore':
@@ -429,9 +436,10 @@ class NonFiniteGuardCB(Callback):
         if self.training and not self.checked:
             self.unguarded = True
             _check_finite([learn.loss.detach()], self._flag(learn), self.ones)
+        self.checked = False
 
-    def cleanup_batch(self, learn):
-        if self.mode is not None: self._undo(learn)   # the batch was cancelled, or raised, between backward and step
+    def cleanup_fit(self, learn):
+        if getattr(self, 'mode', None) is not None: self._undo(learn)   # the fit ended between backward and step
 
     def after_epoch(self, learn):
         if not self.training or self.flags is None: return
