@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'run_cbs', 'with_cbs', 'Learner',
-           'TrainCB', 'TrainLearner', 'DeviceCB', 'print_row', 'MetricsCB', 'ProgressCB', 'SingleBatchCB',
-           'MomentumLearner', 'LRFinderCB', 'lr_find', 'RecorderCB', 'BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB',
-           'identity', 'to_cpu']
+           'TrainCB', 'TrainLearner', 'DeviceCB', 'print_row', 'MetricsCB', 'NonFiniteGuardCB', 'ProgressCB',
+           'SingleBatchCB', 'MomentumLearner', 'LRFinderCB', 'lr_find', 'RecorderCB', 'BaseSchedCB', 'BatchSchedCB',
+           'EpochSchedCB', 'identity', 'to_cpu']
 
 # %% ../nbs/09_learner.ipynb #0b30a1ab
 import math, sys, time
@@ -90,6 +90,7 @@ class Learner:
     def __init__(self, model, dls=(0,), loss_func=F.mse_loss, lr=0.1, cbs=None, opt_func=optim.SGD):
         fc.store_attr(but='cbs')
         self.cbs = list(fc.L(cbs))
+        self.training = getattr(model, 'training', False)   # set by each pass; the model's mode until the first
         self._events = None   # during a fit: event name -> the callbacks' methods for it, looked up once
 
     def callback(self, method_nm):
@@ -180,6 +181,7 @@ class Learner:
 class TrainCB(Callback):
     "The training steps as a callback: the first `n_inp` elements of a batch go to the model, the rest to the loss."
     def __init__(self, n_inp=1): self.n_inp = n_inp
+    def before_fit(self, learn): learn.n_inp = self.n_inp   # where the target starts, for `MetricsCB`
     def predict(self, learn): learn.preds = learn.model(*learn.batch[:self.n_inp])
     def get_loss(self, learn): learn.loss = learn.loss_func(learn.preds, *learn.batch[self.n_inp:])
     def backward(self, learn): learn.loss.backward()
@@ -230,86 +232,230 @@ def _is_training(learn):
     training = getattr(learn, 'training', None)
     return learn.model.training if training is None else training
 
+def _opt_params(learn):
+    "The parameters the optimizer steps: from its `param_groups` (any `torch.optim` optimizer), its `params` (a from-scratch optimizer's usual name), or else the model's."
+    opt = getattr(learn, 'opt', None)
+    if hasattr(opt, 'param_groups'): return [p for g in opt.param_groups for p in g['params']]
+    if hasattr(opt, 'params'): return list(opt.params)
+    return list(learn.model.parameters())
+
+def _param_groups(learn, who):
+    "The optimizer's `param_groups`, or a `TypeError` saying that `who` needs them (an optimizer with only `step` and `zero_grad` has none)."
+    opt = getattr(learn, 'opt', None)
+    groups = getattr(opt, 'param_groups', None)
+    if groups is None:
+        raise TypeError(f"{who} reads or sets the learning rate through the optimizer's `param_groups`, as every `torch.optim` "
+                        f"optimizer has; this learner's optimizer ({type(opt).__name__}) has none. Give the optimizer a "
+                        f"`param_groups` list of dicts with an 'lr' key (and 'params'), or train without {who}.")
+    return groups
+
+def _first(preds):
+    "The prediction the metrics take: the model's output, or the first element of an output that is a tuple or list."
+    return preds[0] if isinstance(preds, (tuple, list)) else preds
+
+def _has_float64(m):
+    "Whether torcheval metric `m` keeps float64 states (`Mean`, `Sum`, ...): those stay on the CPU, since some devices (Apple's MPS) have no float64."
+    return any(torch.is_tensor(v) and v.dtype == torch.float64 for v in getattr(m, '_state_name_to_default', {}).values())
+
 class MetricsCB(Callback):
     "Compute torcheval metrics `ms` (named by class) and `metrics` (named by keyword) plus the mean loss (weighted by batch size) each pass; log a row to `loggers`. Nothing waits for the device per batch: the batches' predictions and losses stay there until the pass ends (or `max_kept` numbers pile up)."
     max_kept = 2**22   # predictions kept on the device before the metrics take them in (16 MB of float32)
     def __init__(self, *ms, **metrics):
         for m in ms: metrics[type(m).__name__] = m
-        self.metrics, self.loss = metrics, Mean()
+        self.metrics, self.loss = metrics, Mean()   # `loss` stays on the CPU: its states are float64
         self.all_metrics = {**metrics, 'loss': self.loss}
+        self.on_cpu = {name for name, m in metrics.items() if _has_float64(m)}
         self.history, self.loggers = [], [print_row]
 
     def log_to(self, f, replace=True):
         "Send each pass's row (a dict) to `f`: instead of the loggers so far (by default `print_row`) if `replace`, else as well."
         self.loggers = [f] if replace else [*self.loggers, f]
 
+    @property
+    def _log(self):
+        "The course's name for the logger: calling it sends a row to every logger."
+        def log(row):
+            for f in self.loggers: f(row)
+        return log
+    @_log.setter
+    def _log(self, f):
+        "`learn.metrics._log = f`, as the course's `ProgressCB` does: `f` alone gets each row, its numbers as text (as the course's rows are)."
+        self.loggers = [lambda row: f(_as_text(row))]
+
     def before_fit(self, learn): learn.metrics = self
     def before_epoch(self, learn):
         for m in self.all_metrics.values(): m.reset()
         self.training = _is_training(learn)
-        self.losses, self.ns, self.iters, self.preds, self.targs, self.kept = [], [], [], [], [], 0
-        self.guarded, self.zeros = False, {}   # whether `after_backward` guarded the steps this pass
-        opt = getattr(learn, 'opt', None)
-        self.params = [p for g in opt.param_groups for p in g['params']] if opt is not None else list(learn.model.parameters())
-
-    def after_backward(self, learn):
-        "Zero this batch's gradients, on the device, if its loss is not finite: its step then puts no NaN in the weights."
-        loss = learn.loss.detach()
-        finite = (loss - loss) == 0   # a tensor on the device: nothing waits. (x - x is NaN for x = NaN or +-inf, else 0:
-        if finite.dim(): finite = finite.all()   # two small kernels where `torch.isfinite` runs four)
-        for p in self.params:
-            if p.grad is not None: torch.where(finite, p.grad, self._zero(p.grad), out=p.grad)
-        self.guarded = True
-
-    def _zero(self, t):
-        "A zero on the device of `t`, made once per device."
-        if t.device not in self.zeros: self.zeros[t.device] = torch.zeros((), device=t.device)
-        return self.zeros[t.device]
+        self.losses, self.ns, self.preds, self.targs, self.kept = [], [], [], [], 0
 
     def after_batch(self, learn):
-        preds, targs = learn.preds.detach(), learn.batch[1]
+        batch, n_inp = learn.batch, getattr(learn, 'n_inp', 1)   # `TrainCB(n_inp=2)`: the target is `batch[2]`
+        targs = batch[n_inp] if len(batch) > n_inp else None      # a batch of inputs only (an autoencoder's)
         self.losses.append(learn.loss.detach())
-        self.ns.append(len(targs))
-        self.iters.append(learn.iter)
+        self.ns.append(len(targs if targs is not None else batch[0]))
         if not self.metrics: return
+        preds = _first(learn.preds).detach()
         self.preds.append(preds)
         self.targs.append(targs)
         self.kept += preds.numel()
         if self.kept >= self.max_kept: self._update()
 
     def _update(self):
-        "Update the metrics with the predictions kept so far, all at once, where they are: no copy, no wait."
+        "Update the metrics with the predictions kept so far, all at once, where they are: no copy (but to join several chunks), no wait."
         if not self.preds: return
-        preds, targs = torch.cat(self.preds), torch.cat(self.targs)
-        if preds.dtype in (torch.float16, torch.bfloat16): preds = preds.float()
-        for m in self.metrics.values():
-            if m.device != preds.device: m.to(preds.device)
-            m.update(preds, targs)
+        preds, targs = (xs[0] if len(xs) == 1 else torch.cat(xs) for xs in (self.preds, self.targs))
+        for name, m in self.metrics.items():
+            p, t = (preds.cpu(), targs.cpu()) if name in self.on_cpu and preds.device.type != 'cpu' else (preds, targs)
+            if m.device != p.device: m.to(p.device)
+            m.update(p, t)
         self.preds, self.targs, self.kept = [], [], 0
 
     def after_epoch(self, learn):
         self._update()
-        if self.losses:
-            losses = torch.stack(self.losses).double()   # float64, as torcheval's `Mean` sums
-            if self.loss.device != losses.device: self.loss.to(losses.device)
-            self.loss.update(losses, weight=torch.tensor(self.ns, dtype=torch.float64).to(losses.device, non_blocking=True))
-        # The pass's one visit to the device: the numbers of the row.
-        row = {name: m.compute().item() for name, m in self.all_metrics.items()}
-        if self.training and not math.isfinite(row['loss']): self._not_finite(learn)
+        # The pass's visits to the device: one per metric, one for all the losses.
+        row = {name: m.compute().item() for name, m in self.metrics.items()}
+        row['loss'] = self._mean_loss()
         row.update(epoch=learn.epoch, train='train' if self.training else 'eval')
         self.history.append(row)
         for f in self.loggers: f(row)
 
-    def _not_finite(self, learn):
-        losses = torch.stack(self.losses)
-        bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
-        first = bad[0] if bad else 0
-        raise FloatingPointError(
-            f"The training loss was {losses[first].item()} at epoch {learn.epoch}, batch {self.iters[first]} ({len(bad)} of "
-            f"this pass's {len(losses)} batches had a loss that is not finite). The learning rate is probably too high "
-            f"(try `learn.lr_find()`), or the inputs are not normalised. "
-            + ("Those batches' gradients were zeroed before their steps, so the weights hold no NaN: the model can still be used."
-               if self.guarded else "This learner has no `after_backward` event, so their steps ran: the weights may hold NaN."))
+    def _mean_loss(self):
+        "The pass's mean loss, weighted by batch size, computed on the CPU in float64; NaN for a pass without batches (not a perfect 0)."
+        if not self.losses: return math.nan
+        losses = torch.stack(self.losses).cpu().double()
+        self.loss.update(losses, weight=torch.tensor(self.ns, dtype=torch.float64))
+        return float((losses * losses.new_tensor(self.ns)).sum() / sum(self.ns))
+
+# %% ../nbs/09_learner.ipynb #a11d0001
+def _check_finite(tensors, found, ones):
+    "Set `found` (a 0-d float tensor, left as it is otherwise) to 1 if any of `tensors` holds a NaN or an infinity, without waiting: PyTorch's fused check (GradScaler's), one call per device."
+    by_device = {}
+    for t in tensors: by_device.setdefault(t.device, []).append(t)
+    for device, ts in by_device.items():
+        if device == found.device: torch._amp_foreach_non_finite_check_and_unscale_(ts, found, ones[device])
+        else:   # a model spread over devices: check there, then add the flag to ours (a copy between devices, no wait)
+            there = torch.zeros((), device=device)
+            torch._amp_foreach_non_finite_check_and_unscale_(ts, there, ones[device])
+            found.add_(there.to(found.device, non_blocking=True)).clamp_(max=1)
+
+class _Ones(dict):
+    "A 1 on each device, made once: the 'scale' by which the fused check multiplies the gradients (so, leaves them)."
+    def __missing__(self, device):
+        self[device] = torch.ones((), device=device)
+        return self[device]
+
+def _skip_step(): pass
+
+class NonFiniteGuardCB(Callback):
+    """Skip, whole, every training step whose loss or gradients hold a NaN or an infinity: the weights and the optimizer's
+    state stay exactly as they were before that batch. At the end of such a training pass, raise `FloatingPointError`
+    naming the first bad batch. Nothing waits for the device per batch with a `torch.optim` optimizer (after its first
+    step); an optimizer of another kind (written from scratch) costs one wait per batch."""
+    order = -1   # after `DeviceCB`; before `MetricsCB` and others, so that a bad pass raises before anything logs or saves it
+
+    def before_fit(self, learn):
+        self.ones, self.mode, self.saved, self.saved_for, self.ready = _Ones(), None, [], [], None
+        self.params = _opt_params(learn)
+
+    def before_epoch(self, learn):
+        self.training, self.flags, self.n, self.unguarded, self.checked = _is_training(learn), None, 0, False, False
+
+    def _flag(self, learn):
+        "This batch's slot in the pass's flags (1 = not finite), on the loss's device; the flags are read once, at the end of the pass."
+        i = learn.iter
+        if self.flags is None: self.flags = torch.zeros(max(_n_batches(learn.dl) or 0, i + 1, 16), device=learn.loss.device)
+        elif i >= len(self.flags): self.flags = torch.cat([self.flags, torch.zeros_like(self.flags)])   # a DataLoader without a length
+        self.n = max(self.n, i + 1)
+        return self.flags[i]
+
+    def after_backward(self, learn):
+        if not self.training: return
+        if self.mode is not None: self._undo(learn)   # the last batch was cancelled between backward and step
+        self.checked, opt = True, learn.opt
+        self.flag = flag = self._flag(learn)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        _check_finite([learn.loss.detach(), *grads], flag, self.ones)
+        self.mode = mode = self._mode(opt, flag)
+        if mode == 'fused':     # the optimizer skips the step itself, on the device, as under GradScaler
+            opt.found_inf, opt.grad_scale = flag, None
+        elif mode == 'zero':    # plain SGD keeps no state: a zero gradient moves nothing (p - lr*0 is p)
+            bad = flag != 0
+            for g in grads: g.masked_fill_(bad, 0.)
+        elif mode == 'restore': # keep a copy of the weights and the state, put back after the step if the batch was bad
+            tensors = self._stepped(opt)
+            if len(tensors) != len(self.saved_for) or any(a is not b for a, b in zip(tensors, self.saved_for)):
+                self.saved_for, self.saved = tensors, [t.detach().clone() for t in tensors]
+            else: torch._foreach_copy_(self.saved, [t.detach() for t in tensors])
+        elif flag.item():       # 'read': one wait, then no step at all
+            self.step_before = vars(opt).get('step')   # a scheduler may have wrapped `step` on the instance
+            opt.step = _skip_step
+
+    def _stepped(self, opt):
+        "The tensors a `torch.optim` step changes: the weights that have gradients and their state."
+        ps = [p for g in opt.param_groups for p in g['params'] if p.grad is not None]
+        return ps + [v for p in ps for v in opt.state[p].values() if torch.is_tensor(v)]
+
+    def _mode(self, opt, flag):
+        "How to skip this batch's step if it is bad: 'fused', 'zero', 'restore' on the device, or 'read' (one wait)."
+        if not isinstance(opt, optim.Optimizer): return 'read'   # its state may be anything, even Python numbers
+        groups = opt.param_groups
+        stateless = type(opt) is optim.SGD and all(g['momentum'] == 0 for g in groups)   # plain SGD keeps no state
+        if not stateless and not self._state_ready(opt):
+            return 'read'   # the first step creates the state (a fused momentum buffer uninitialised): nothing to restore
+        if all(g.get('fused') for g in groups): return 'fused'
+        if stateless and all(g['weight_decay'] == 0 for g in groups): return 'zero'
+        if any(v.device != flag.device for st in opt.state.values() for v in st.values() if torch.is_tensor(v)):
+            return 'read'   # state kept on another device (Adam's step count on the CPU for a GPU model) can't be restored without a wait
+        return 'restore'
+
+    def _state_ready(self, opt):
+        "Whether every parameter with a gradient has its optimizer state; once true, it stays true for this state dict and size."
+        key = (id(opt.state), len(opt.state))
+        if key == self.ready: return True
+        if any(p.grad is not None and not opt.state.get(p) for g in opt.param_groups for p in g['params']): return False
+        self.ready = key
+        return True
+
+    def after_step(self, learn):
+        if self.mode == 'restore':
+            bad = self.flag != 0
+            with torch.no_grad():
+                for t, s in zip(self.saved_for, self.saved): torch.where(bad, s, t, out=t)
+        self._undo(learn)
+
+    def _undo(self, learn):
+        "Take back what `after_backward` put on the optimizer for this step."
+        mode, self.mode, opt = self.mode, None, learn.opt
+        if mode == 'fused': del opt.found_inf, opt.grad_scale
+        elif mode == 'read' and vars(opt).get('step') is _skip_step:
+            if self.step_before is None: del opt.step
+            else: opt.step = self.step_before
+
+    def after_batch(self, learn):
+        # A learner without `after_backward` (the lesson's smaller one): the step has run; note the loss at least.
+        if self.training and not self.checked:
+            self.unguarded = True
+            _check_finite([learn.loss.detach()], self._flag(learn), self.ones)
+        self.checked = False
+
+    def cleanup_fit(self, learn):
+        if getattr(self, 'mode', None) is not None: self._undo(learn)   # the fit ended between backward and step
+
+    def after_epoch(self, learn):
+        if not self.training or self.flags is None: return
+        bad = [i for i, f in enumerate(self.flags[:self.n].tolist()) if f]   # the pass's one wait
+        if bad: raise FloatingPointError(self._message(learn, bad))
+
+    def _message(self, learn, bad):
+        clean = all(bool(torch.isfinite(p).all()) for p in self.params)   # checked, not assumed: only here, on the way out
+        return (f"The training loss or gradients were not finite at epoch {learn.epoch}, batch {bad[0]} ({len(bad)} of this "
+                f"pass's {self.n} batches). The learning rate is probably too high (try `learn.lr_find()`), or the inputs "
+                f"are not normalised. "
+                + ("This learner has no `after_backward` event, so the guard saw only the losses, after the steps had run. "
+                   if self.unguarded else "Those batches' steps were skipped: the weights and the optimizer's state are as "
+                   "they were before each. ")
+                + ("Checked now: the weights hold no NaN or infinity." if clean else
+                   "Checked now: the weights hold NaN or infinity."))
 
 # %% ../nbs/09_learner.ipynb #569967ee
 def _show_bars():
@@ -319,13 +465,19 @@ def _show_bars():
 class ProgressCB(Callback):
     "A fastprogress bar per epoch and the metrics as a table; with `plot=True`, a plot of the training loss per batch and the validation loss per epoch. `bars`: draw the bars (default: in Jupyter or a terminal)."
     order = MetricsCB.order + 1
-    def __init__(self, plot=False, bars=None): self.plot, self.bars = plot, bars
+    def __init__(self, plot=False, bars=None):
+        self.plot, self.bars = plot, bars
+        self._reset()
+
+    def _reset(self):
+        self.widths, self.train_losses, self.new_losses, self.loss_chunks = None, [], [], []
+        self.n_train, self.valid_losses, self.valid_at, self.metrics = 0, [], [], None
 
     def before_fit(self, learn):
         self.mbar = master_bar(learn.epochs) if (_show_bars() if self.bars is None else self.bars) else None
         if self.mbar is not None: learn.epochs = self.mbar
-        self.widths, self.train_losses, self.new_losses, self.valid_losses, self.valid_at = None, [], [], [], []
-        self.metrics = getattr(learn, 'metrics', None)
+        self._reset()
+        self.started, self.metrics = True, getattr(learn, 'metrics', None)
         if self.metrics is not None:
             # For this fit the table takes the place of plain printing, beside any other logger; `cleanup_fit` gives
             # the loggers back as they were, so the next fit's table is the only one.
@@ -353,17 +505,25 @@ class ProgressCB(Callback):
     def after_batch(self, learn):
         if not (self.plot and self.training): return
         self.new_losses.append(learn.loss.detach())   # kept on the device until drawn: no wait per batch
+        self.n_train += 1
+        if len(self.new_losses) == 256: self._fold()   # one tensor per 256 batches, not one per batch, for a long fit
         if IN_NOTEBOOK and time.monotonic() - self.last_draw > 1: self._draw()   # redrawing every batch is slow
 
     def after_epoch(self, learn):
         if not self.plot or self.training or self.metrics is None: return
         self.valid_losses.append(self.metrics.history[-1]['loss'])
-        self.valid_at.append(len(self.train_losses) + len(self.new_losses))
+        self.valid_at.append(self.n_train)
         if IN_NOTEBOOK: self._draw()
 
-    def _graphs(self):
-        if self.new_losses: self.train_losses += torch.stack(self.new_losses).float().cpu().tolist()
+    def _fold(self):
+        "Stack the losses kept since the last fold into one tensor, on the device: no wait."
+        if self.new_losses: self.loss_chunks.append(torch.stack(self.new_losses))
         self.new_losses = []
+
+    def _graphs(self):
+        self._fold()
+        if self.loss_chunks: self.train_losses += torch.cat(self.loss_chunks).float().cpu().tolist()
+        self.loss_chunks = []
         return [[list(range(len(self.train_losses))), self.train_losses], [self.valid_at, self.valid_losses]]
 
     def _draw(self):
@@ -371,7 +531,9 @@ class ProgressCB(Callback):
         self.last_draw = time.monotonic()
 
     def cleanup_fit(self, learn):
-        if getattr(self, 'metrics', None) is not None and self.write_row in self.metrics.loggers:
+        if not getattr(self, 'started', False): return   # an earlier callback's `before_fit` failed before ours ran
+        self.started = False
+        if self.metrics is not None and self.write_row in self.metrics.loggers:
             self.metrics.loggers = self.loggers_before
         # Outside Jupyter there is no live graph: draw it once, at the end.
         graphs = self._graphs()
@@ -405,8 +567,12 @@ class LRFinderCB(Callback):
     def __init__(self, gamma=1.3, max_mult=3): fc.store_attr()
 
     def before_fit(self, learn):
-        self.sched = ExponentialLR(learn.opt, self.gamma)
         self.lrs, self.losses, self.min = [], [], math.inf
+        _param_groups(learn, 'LRFinderCB')
+        others = [type(cb).__name__ for cb in learn.cbs if getattr(cb, 'sets_lr', False)]
+        if others: raise ValueError(f"LRFinderCB sets the learning rate itself, and so does {', '.join(others)} in this fit: "
+                                    f"use `learn.lr_find()`, which sets them aside for its run, or fit without them.")
+        self.sched = ExponentialLR(learn.opt, self.gamma)
 
     def before_epoch(self, learn):
         if not _is_training(learn): raise CancelEpochException()   # validation tells us nothing here
@@ -435,16 +601,24 @@ class LRFinderCB(Callback):
 # %% ../nbs/09_learner.ipynb #a9c4944e
 @fc.patch
 def lr_find(self:Learner, gamma=1.3, max_mult=3, start_lr=1e-5, max_epochs=10):
-    "Train from `start_lr`, multiplying the learning rate by `gamma` each batch until the loss explodes, and plot loss against learning rate."
-    self.fit(max_epochs, lr=start_lr, cbs=LRFinderCB(gamma=gamma, max_mult=max_mult))
+    "Train from `start_lr`, multiplying the learning rate by `gamma` each batch until the loss explodes, and plot loss against learning rate. Callbacks that set the learning rate themselves (`sets_lr`: the schedulers) are set aside for the search and given back after it."
+    aside = [(i, cb) for i, cb in enumerate(self.cbs) if getattr(cb, 'sets_lr', False)]
+    for _, cb in aside: self.cbs.remove(cb)
+    try: self.fit(max_epochs, lr=start_lr, cbs=LRFinderCB(gamma=gamma, max_mult=max_mult))
+    finally:
+        for i, cb in aside: self.cbs.insert(i, cb)
 
 # %% ../nbs/09_learner.ipynb #72fd5ec9
 class RecorderCB(Callback):
     "After each training batch record `name=f(self)` for each keyword, e.g. `lr=lambda cb: cb.pg['lr']`; `plot()` draws each record."
     def __init__(self, **fns): self.fns = fns
     def before_fit(self, learn):
-        self.learn, self.pg = learn, learn.opt.param_groups[0]
+        self.learn = learn
         self.recs = {name: [] for name in self.fns}
+    @property
+    def pg(self):
+        "The optimizer's first parameter group, read afresh each time: loading an optimizer's state replaces the dicts."
+        return _param_groups(self.learn, 'RecorderCB.pg')[0]
     def after_batch(self, learn):
         if not _is_training(learn): return
         for name, f in self.fns.items(): self.recs[name].append(f(self))
@@ -457,8 +631,11 @@ class RecorderCB(Callback):
 class BaseSchedCB(Callback):
     "Create the scheduler `sched(learn.opt)` when the fit starts; `_step` advances it, only while training."
     order = RecorderCB.order + 1   # step after the recorders have read the learning rate the batch used
+    sets_lr = True   # `lr_find` sets it aside, since the finder sets the rates itself
     def __init__(self, sched): self.sched = sched
-    def before_fit(self, learn): self.schedo = self.sched(learn.opt)
+    def before_fit(self, learn):
+        _param_groups(learn, type(self).__name__)   # a PyTorch scheduler sets the rates in the optimizer's `param_groups`
+        self.schedo = self.sched(learn.opt)
     def _step(self, learn):
         if _is_training(learn): self.schedo.step()
 
