@@ -223,13 +223,26 @@ chains, workers, warm_up = json.loads(sys.argv[1]), int(sys.argv[2]), json.loads
 if warm_up:   # one whole run here first: each child then starts with what a first run loads and builds (the data
     main(**warm_up)   # cache, matplotlib's fonts, PyTorch's first-call costs), and pays only for its own work
 
+def batch_fault(spec):
+    "`batch_done@N` (`batch_done@N:TERM`): SIGKILL (SIGTERM) this process after its N-th training batch. A patch made here, in the test: the library has no per-batch test hook."
+    import signal, miniai.commands as commands
+    point, _, sig = spec.partition(':')
+    n, orig, count = int(point.split('@')[1]), commands.RunLogCB.after_batch, [0]
+    def after_batch(self, learn):
+        orig(self, learn)
+        if not learn.training: return
+        count[0] += 1
+        if count[0] == n: os.kill(os.getpid(), signal.SIGTERM if sig == 'TERM' else signal.SIGKILL)
+    commands.RunLogCB.after_batch = after_batch
+
 def start(kwargs, kill_at):
     pid = os.fork()
     if pid: return pid
     code = 1
     try:
         os.environ.pop('MINIAI_TEST_KILL_AT', None)
-        if kill_at: os.environ['MINIAI_TEST_KILL_AT'] = kill_at
+        if kill_at and kill_at.startswith('batch_done'): batch_fault(kill_at)
+        elif kill_at: os.environ['MINIAI_TEST_KILL_AT'] = kill_at
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1); os.dup2(devnull, 2)
         main(**kwargs)
@@ -265,30 +278,37 @@ def run_chains(chains, workers=2, env=ENV, warm_up=None):
 # Spread over the run: mid-epoch (after a batch), inside a CSV write (the new file complete, not yet renamed into
 # place), between metrics.csv and batches.csv, inside a checkpoint write, between best.pt and last.pt (epoch 0 is
 # always the best so far), and just after last.pt (the last one: after the final checkpoint, before the plots).
-# (And `args_tmp_written`, inside the write of args.json: see the test.)
+# (And `args_tmp_written`, inside the write of args.json: see the test.) With `:TERM` the process gets SIGTERM there
+# instead of SIGKILL: it stops at the next batch's end with its place saved (exit status 143), mid-epoch or, signalled
+# inside a checkpoint or CSV write, once that epoch's files are written.
 KILL_POINTS = ([f'batch_done@{n}' for n in (1, 2, 4, 5, 7, 10, 12)] +
                [f'csv_tmp_written@{n}' for n in (1, 2, 3, 5, 7, 9)] +   # per epoch: metrics and batches, then metrics
                [f'metrics_csv_written@{n}' for n in (1, 2, 4, 6)] +
                [f'save_tmp_written@{n}' for n in (1, 2, 3)] +           # one Learner.save per epoch
-               ['best_written@1'] + [f'last_written@{n}' for n in (1, 2, 3)])
+               ['best_written@1'] + [f'last_written@{n}' for n in (1, 2, 3)] +
+               [f'batch_done@{n}:TERM' for n in (1, 6, 12)] + ['save_tmp_written@1:TERM', 'csv_tmp_written@3:TERM'])
 
 
 def test_killed_anywhere_a_run_resumes_to_the_uninterrupted_weights(tiny_data, tmp_path):
     start, cpu = time.time(), os.times()
     env = {**ENV, 'MINIAI_CACHE': str(tmp_path/'cache')}
     args = dict(data=tiny_data, **TINY)
-    ref, folders = tmp_path/'ref', {point: tmp_path/point.replace('@', '-') for point in KILL_POINTS}
+    ref, folders = tmp_path/'ref', {point: tmp_path/point.replace('@', '-').replace(':', '-') for point in KILL_POINTS}
     # Killed inside the write of args.json, a run has nothing to resume: the same --out starts it afresh.
     again = tmp_path/'args_tmp_written'
     chains = ([[[{**args, 'out': str(again)}, 'args_tmp_written'], [{**args, 'out': str(again)}, None]]] +
-              [[[{**args, 'out': str(folders[pt])}, pt], [{'resume': str(folders[pt])}, None]] for pt in KILL_POINTS])
+              # resumed with --resume after SIGKILL; with the same command and --auto_resume (a requeued job) after SIGTERM
+              [[[{**args, 'out': str(folders[pt])}, pt],
+                [{**args, 'out': str(folders[pt]), 'auto_resume': True} if ':TERM' in pt else {'resume': str(folders[pt])}, None]]
+               for pt in KILL_POINTS])
     results = run_chains(chains, env=env, warm_up={**args, 'out': str(ref)})   # the uninterrupted run, in the server
     assert results[0] == [-signal.SIGKILL, 0]
     assert sorted(p.name for p in again.iterdir()) == sorted(RUN_FILES) and same_weights(again/'last.pt', ref/'last.pt')
     assert best_epoch(ref) == read_checkpoint(ref/'best.pt')['epoch'] and sorted(p.name for p in ref.iterdir()) == sorted(RUN_FILES)
     for point, statuses in zip(KILL_POINTS, results[1:]):
         out = folders[point]
-        assert statuses == [-signal.SIGKILL, 0], f'{point}: exit statuses {statuses} (killed, then resumed)'
+        stopped = 143 if ':TERM' in point else -signal.SIGKILL
+        assert statuses == [stopped, 0], f'{point}: exit statuses {statuses} (stopped, then resumed)'
         assert sorted(f.name for f in out.iterdir()) == sorted(RUN_FILES), f'{point}: {leftovers(out)} left'
         assert same_weights(out/'last.pt', ref/'last.pt'), f'{point}: the resumed run ends with other weights'
         assert read_rows(out/'metrics.csv') == read_rows(ref/'metrics.csv'), point
