@@ -70,7 +70,7 @@ def test_scaler_state_goes_on_through_a_checkpoint(tmp_path):
     set_seed(5)   # another start: the checkpoint brings back everything
     learn = quiet_learner([fresh := MixedPrecision(torch.float16)])
     learn.load(tmp_path/'last.pt')
-    learn.fit(1)
+    learn.fit(2)   # after `load`: on with the saved run, to 2 epochs in all
     assert fresh.state_dict() == mp_full.state_dict()
     assert weights(learn).keys() == weights(full).keys() and all(torch.equal(v, weights(full)[k]) for k, v in weights(learn).items())
 
@@ -178,7 +178,7 @@ def test_two_processes_with_torchrun(tmp_path):
     # The checkpoint loads into a plain single-process learner, which gets exactly the gathered accuracy, and predicts
     # what the two processes gathered.
     single = quiet_learner()
-    single.load(tmp_path/'full'/'last.pt')
+    single.load(tmp_path/'full'/'last.pt', model_only=True)
     single.fit(1, train=False)
     assert single.cbs[0].history[-1]['accuracy'] == r0['accuracy']
     preds, targs = single.get_preds()

@@ -7,8 +7,8 @@ the uninterrupted two-process run's weights and CSV files.
 
 This file is also the worker that torchrun starts: `python test_cluster.py OUT JOBS` runs each job of JSON list JOBS
 (`[name, kwargs, faults]`) through `miniai.commands.main`, in order, and records each job's exit status in
-OUT/codes-RANK-RESTART.json. Faults (by rank) happen only in the group's first start (TORCHELASTIC_RESTART_COUNT 0):
-`{"R": {"batch": N, "sig": "KILL"|"TERM"|"TERM_ALL"}}` signals process R after its N-th training batch
+OUT/codes-RANK-RESTART.json. Faults (by rank) happen only in the group's first start (TORCHELASTIC_RESTART_COUNT 0),
+or in start `restart`: `{"R": {"batch": N, "sig": "KILL"|"TERM"|"TERM_ALL"}}` signals process R after its N-th training batch
 (TERM_ALL: rank R sends SIGTERM to the torchrun agent, to itself and to the other worker, as a scheduler signals
 every process of a job); `{"R": {"kill_at": "save_tmp_written@1:TERM"}}` sets the library's test hook for that job."""
 import json, os, signal, socket, subprocess, sys, sysconfig, time
@@ -22,7 +22,8 @@ def _worker(out, jobs):
     (out/f'pid-{rank}').write_text(str(os.getpid()))
     codes, orig = [], commands.RunLogCB.after_batch
     for name, kwargs, faults in jobs:
-        fault = (faults or {}).get(str(rank)) if restart == 0 else None
+        fault = (faults or {}).get(str(rank))
+        fault = fault if fault and fault.get('restart', 0) == restart else None
         commands.RunLogCB.after_batch = orig
         os.environ.pop('MINIAI_TEST_KILL_AT', None)
         if fault and 'kill_at' in fault: os.environ['MINIAI_TEST_KILL_AT'] = fault['kill_at']
@@ -107,14 +108,17 @@ def launched(data, tmp_path_factory):
     line a requeued job repeats): an uninterrupted run; SIGTERM to one process mid-epoch, then the same command; SIGTERM
     to both; SIGTERM inside the write of a checkpoint; then SIGKILL of one worker mid-epoch, which torchrun's agent
     answers by restarting the group: the restarted workers run every job again; the finished ones have nothing to do,
-    the killed one resumes from its last checkpoint."""
+    the killed one resumes from its last checkpoint; then SIGTERM reaches the agent and both workers (the launch ends
+    there; the test with two nodes resumes that run)."""
     out = tmp_path_factory.mktemp('launch')
     def job(name, **faults): return [name, {**TINY, 'data': data, 'out': str(out/name)}, faults]
     jobs = [job('ref'),
             job('term_one', **{'1': {'batch': 3, 'sig': 'TERM'}}), job('term_one'),
             job('term_both', **{'0': {'batch': 4, 'sig': 'TERM'}, '1': {'batch': 4, 'sig': 'TERM'}}), job('term_both'),
             job('term_in_write', **{'0': {'kill_at': 'save_tmp_written@2:TERM'}}), job('term_in_write'),
-            job('elastic', **{'1': {'batch': 3, 'sig': 'KILL'}})]
+            job('elastic', **{'1': {'batch': 3, 'sig': 'KILL'}}),
+            # in the restarted group: SIGTERM to the agent and both workers, as a scheduler signals every process of a job
+            job('term_all', **{'0': {'batch': 3, 'sig': 'TERM_ALL', 'restart': 1}})]
     start = time.time()
     (rc, stdout, stderr), = finish(launch(out, jobs, '--standalone', '--nproc-per-node', '2', '--max-restarts', '1', env=ELASTIC_ENV))
     print(f'torchrun launch with a restart: {time.time()-start:.1f}s')
@@ -122,40 +126,35 @@ def launched(data, tmp_path_factory):
 
 
 def test_sigterm_and_elastic_restarts_under_torchrun(launched):
-    "Each stopped run exits with 143 and one line, and the same command resumes it; the elastic restart resumes by itself; each ends as the uninterrupted run."
+    "Each stopped run exits with 143 and one line, and the same command resumes it; the elastic restart resumes by itself; each ends as the uninterrupted run; SIGTERM to every process stops all."
     tmp_path, jobs, rc, stderr = launched
-    assert rc == 0, stderr[-3000:]
+    assert rc != 0, stderr[-3000:]   # the agent was sent SIGTERM at the end
     ref = tmp_path/'ref'
     assert sorted(p.name for p in ref.iterdir()) == sorted(RUN_FILES)
     for rank in (0, 1):   # first start: each stopped job exits with 143 and the same command resumes it; the elastic job is killed
         assert codes(tmp_path, rank) == [['ref', 0], ['term_one', 143], ['term_one', 0], ['term_both', 143], ['term_both', 0],
                                          ['term_in_write', 143], ['term_in_write', 0]], codes(tmp_path, rank)
         # the agent restarted the group once: every job again, the elastic one resumed and finished
-        assert codes(tmp_path, rank, restart=1) == [[j[0], 0] for j in jobs], codes(tmp_path, rank, restart=1)
+        assert codes(tmp_path, rank, restart=1) == [[j[0], 0] for j in jobs[:-1]] + [['term_all', 143]], codes(tmp_path, rank, restart=1)
     for name in ('term_one', 'term_both', 'term_in_write', 'elastic'):
         assert same_run(tmp_path/name, ref), name
     # One line per stop, from the main process: where the run is kept, and how to continue
     stops = [l for l in stderr.splitlines() if 'miniai_train: stopped (SIGTERM)' in l]
-    assert len(stops) == 3, stderr[-3000:]
+    assert len(stops) == 4, stderr[-3000:]
     assert f"{tmp_path/'term_one'/'last.pt'} holds the run to batch 1 of epoch 2" in stops[0]   # 4 batches an epoch, 2 per process
     assert stops[0].endswith(f"Continue with: the same launch command with --resume {tmp_path/'term_one'} (or --auto_resume --out {tmp_path/'term_one'})")
     assert f"{tmp_path/'term_in_write'/'last.pt'} holds the run to the end of epoch 2" in stops[2]
+    assert f"{tmp_path/'term_all'/'last.pt'} holds the run to batch 1 of epoch 2" in stops[3]
 
 
-def test_sigterm_to_every_process_and_two_nodes(data, launched, tmp_path):
-    """SIGTERM to the agent and both workers (as a scheduler signals a job): all stop, each with 143. Two torchrun
-    launches with --nnodes 2 and a c10d rendezvous on 127.0.0.1, as two machines would run them: the same weights and
-    CSV files as one launch with two processes; only the main node's main process writes the run folder (each node
+def test_two_nodes(data, launched, tmp_path):
+    """Two torchrun launches with --nnodes 2 and a c10d rendezvous on 127.0.0.1, as two machines would run them: the
+    same weights and CSV files as one launch with two processes; only the main node's main process writes the run folder (each node
     runs in a folder of its own, with a relative --out); one node's process SIGKILLed mid-epoch, both nodes launched
-    again: the run resumes (and so does the run stopped by SIGTERM, now on two nodes). All end as the uninterrupted run."""
+    again: the run resumes (and so does the run that SIGTERM to every process stopped, now on two nodes). All end as the
+    uninterrupted run."""
     ref = launched[0]/'ref'
     def job(name, out=None, **faults): return [name, {**TINY, 'data': data, 'out': out or str(tmp_path/name)}, faults]
-    # SIGTERM to every process: rank 0 signals the agent, the other worker and itself after its 3rd batch
-    (rc, _, stderr), = finish(launch(tmp_path, [job('term_all', **{'0': {'batch': 3, 'sig': 'TERM_ALL'}})],
-                                     '--standalone', '--nproc-per-node', '2'))
-    assert rc != 0 and codes(tmp_path, 0) == codes(tmp_path, 1) == [['term_all', 143]], stderr[-3000:]
-    assert 'miniai_train: stopped (SIGTERM)' in stderr and 'holds the run to batch 1 of epoch 2' in stderr
-
     nodes = [tmp_path/'node_a', tmp_path/'node_b']
     for n in nodes: n.mkdir()
     def two_nodes(jobs, rdzv_id):
@@ -167,6 +166,6 @@ def test_sigterm_to_every_process_and_two_nodes(data, launched, tmp_path):
     main_node = next(n for n in nodes if (n/'pid-0').exists())
     assert [n for n in nodes if (n/'run').exists()] == [main_node]   # only the main node wrote its run folder
     assert same_run(main_node/'run', ref)                           # two nodes train as two processes on one
-    second = two_nodes([job('killed'), job('term_all')], 'second')
+    second = two_nodes([job('killed'), job('term_all', out=str(launched[0]/'term_all'))], 'second')
     assert all(rc == 0 for rc, _, _ in second), second[0][2][-3000:] + second[1][2][-3000:]
-    for name in ('killed', 'term_all'): assert same_run(tmp_path/name, ref), name
+    for folder in (tmp_path/'killed', launched[0]/'term_all'): assert same_run(folder, ref), folder
