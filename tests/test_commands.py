@@ -394,3 +394,16 @@ def test_a_bug_that_raises_value_error_keeps_its_traceback(tiny_data, tmp_path, 
     def broken(*args, **kwargs): raise ValueError('Tried to step 9 times. The specified number of total steps is 8')
     monkeypatch.setattr(commands, 'train', broken)
     with pytest.raises(ValueError, match='Tried to step 9 times'): main(out=str(tmp_path/'bug'), data=tiny_data, **TINY)
+
+
+def test_no_test_hook_on_the_per_batch_path(tiny_data, tmp_path, monkeypatch):
+    "The test hooks lie at the few moments a file is written, never in the per-batch path: as many calls for twice the batches."
+    import miniai.checkpoint as checkpoint
+    calls = []
+    for mod in (commands, checkpoint): monkeypatch.setattr(mod, '_kill_point', calls.append)
+    counts = []
+    for bs in (32, 16):   # 4, then 8 training batches an epoch
+        calls.clear()
+        main(out=str(tmp_path/f'bs{bs}'), data=tiny_data, **{**TINY, 'bs': bs})
+        counts.append(len([c for c in calls if c != 'best_written']))   # (best.pt is written when an epoch is the best so far)
+    assert counts[0] == counts[1] and 'batch_done' not in calls, (counts, sorted(set(calls)))
