@@ -340,8 +340,9 @@ def test_ctrl_c_and_sigterm_stop_cleanly_with_the_resume_hint(tiny_data, tmp_pat
     runs = {signal.SIGINT: (tmp_path/'int', 130, 'Ctrl-C'), signal.SIGTERM: (tmp_path/'term', 143, 'SIGTERM')}
     procs = {sig: start(out) for sig, (out, _, _) in runs.items()}
     for sig, p in procs.items():
-        out, deadline = runs[sig][0], time.time() + 120
+        out, deadline = runs[sig][0], time.time() + 600   # generous: a loaded machine starts Python slowly
         while not (out/'last.pt').exists() and p.poll() is None and time.time() < deadline: time.sleep(0.05)
+        assert (out/'last.pt').exists(), f'{out}: no checkpoint yet'
         time.sleep(0.3)   # into a later epoch
         p.send_signal(sig)
     for sig, p in procs.items():
