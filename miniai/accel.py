@@ -5,21 +5,24 @@
 # %% ../nbs/18_accel.ipynb #37c8f8e4
 from __future__ import annotations
 import contextlib, io
+from functools import partial
 
 import torch
 from torch.utils.data import DataLoader, BatchSampler, Sampler
 
 from .core import def_device
-from .learner import Callback, DeviceCB, BatchSchedCB
+from .learner import Learner, Callback, TrainCB, DeviceCB, MetricsCB, BatchSchedCB
 from .datasets import DataLoaders
-from .checkpoint import CheckpointError, find_in
+from .checkpoint import CheckpointError, GatherPredsCB, find_in
 
 # %% auto #0
-__all__ = ['take_steps', 'release_steps', 'MixedPrecision', 'AccelerateCB']
+__all__ = ['take_steps', 'release_steps', 'own_step', 'supplied_steps', 'MixedPrecision', 'AccelerateCB']
 
 # %% ../nbs/18_accel.ipynb #1476022f
+_STEPS = ('predict', 'get_loss', 'backward', 'step', 'zero_grad')
+
 def take_steps(learn, owner:str, **steps):
-    "For the current fit, make `learn` run `steps` (e.g. `backward=f`) instead of its own training steps; `release_steps` gives them back."
+    "For the current fit, make `learn` run `steps` (e.g. `backward=f`) in place of its training steps; `release_steps` gives them back. Each `f` usually wraps the learner's own step (`own_step`)."
     for nm, f in steps.items():
         if nm in vars(learn):
             raise RuntimeError(f"{owner} and another callback both want to run `learn.{nm}()`. Keep one of them: for "
@@ -31,15 +34,33 @@ def release_steps(learn, *names):
     "Give `learn` its own training steps `names` back after `take_steps`."
     for nm in names: vars(learn).pop(nm, None)
 
+def own_step(learn, nm:str):
+    "`learn`'s own training step `nm`, whatever `take_steps` put in front of it: its class's method (a `TrainLearner`'s, or a subclass's that clips gradients, say), or, for a learner whose steps come from callbacks, the callbacks'."
+    f = getattr(type(learn), nm, None)
+    return partial(f, learn) if f is not None else partial(learn.callback, nm)
+
+def supplied_steps(learn, but=None) -> set:
+    "The training steps that `learn` has without callback `but`: defined by its class (not `Learner`'s stand-ins) or by another callback."
+    return {nm for nm in _STEPS if getattr(type(learn), nm, None) not in (None, getattr(Learner, nm))
+            or any(hasattr(cb, nm) for cb in learn.cbs if cb is not but)}
+
 # %% ../nbs/18_accel.ipynb #04cafaf8
 def _model_device(model):
     "The device of `model`'s first parameter (the CPU for a model without parameters)."
     return next(iter(model.parameters()), torch.empty(0)).device
 
-class MixedPrecision(Callback):
-    "Run the forward pass and the loss under `torch.autocast`: float16 with a gradient scaler on CUDA, bfloat16 elsewhere (or the `dtype` given)."
+class _ScaledOpt:
+    "The optimizer as a learner's own `step` sees it under float16: `step` goes through the gradient scaler (skipped after an overflow); everything else is the optimizer's."
+    def __init__(self, opt, scaler): self.opt, self.scaler = opt, scaler
+    def step(self, *args, **kwargs): return self.scaler.step(self.opt, *args, **kwargs)
+    def __getattr__(self, nm): return getattr(self.opt, nm)
+
+class MixedPrecision(TrainCB):
+    "Run the forward pass and the loss under `torch.autocast`: float16 with a gradient scaler on CUDA, bfloat16 elsewhere (or the `dtype` given). A `TrainCB`: it brings the training steps the learner lacks, and keeps (wraps, with float16) those it has."
     order = DeviceCB.order + 5   # after `DeviceCB` has put the model on its device
-    def __init__(self, dtype=None): self.dtype, self.scaler, self._pending, self.entered = dtype, None, None, False
+    def __init__(self, dtype=None, n_inp=1):
+        super().__init__(n_inp)
+        self.dtype, self.scaler, self._pending, self.entered, self.supplies = dtype, None, None, False, set(_STEPS)
 
     def before_fit(self, learn):
         device_type = _model_device(learn.model).type
@@ -47,6 +68,7 @@ class MixedPrecision(Callback):
         if not torch.amp.is_autocast_available(device_type):
             raise RuntimeError(f"MixedPrecision: PyTorch has no autocast for '{device_type}'; train in full precision there.")
         self.autocast, self.learn = torch.autocast(device_type, dtype=dtype), learn
+        self.supplies = set(_STEPS) - supplied_steps(learn, but=self)   # the steps nobody else brings
         if self.scaler is None or self.scaler._device != device_type:
             self.scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
         if self._pending is not None:
@@ -54,11 +76,34 @@ class MixedPrecision(Callback):
             except ValueError as e: raise CheckpointError(f"MixedPrecision: the scaler state it was given does not fit: {e}.") from e
             self.scaler.load_state_dict(self._pending)
         self._pending = None
-        if self.scaler.is_enabled(): take_steps(learn, 'MixedPrecision', backward=self._backward, step=self._step)
+        if self.scaler.is_enabled():
+            self.own = own_step(learn, 'backward'), own_step(learn, 'step')
+            take_steps(learn, 'MixedPrecision', backward=self._backward, step=self._step)
 
-    def _backward(self): self.scaler.scale(self.learn.loss).backward()
+    # The training steps, where the learner has none of its own (the course's `MixedPrecision(TrainCB)`)
+    def predict(self, learn):
+        if 'predict' in self.supplies: super().predict(learn)
+    def get_loss(self, learn):
+        if 'get_loss' in self.supplies: super().get_loss(learn)
+    def backward(self, learn):
+        if 'backward' in self.supplies: super().backward(learn)
+    def step(self, learn):
+        if 'step' in self.supplies: super().step(learn)
+    def zero_grad(self, learn):
+        if 'zero_grad' in self.supplies: super().zero_grad(learn)
+
+    # With float16: the learner's own backward and step, through the scaler
+    def _backward(self):
+        learn, loss = self.learn, self.learn.loss
+        learn.loss = self.scaler.scale(loss)
+        try: self.own[0]()
+        finally: learn.loss = loss   # the metrics see the true loss
     def _step(self):
-        self.scaler.step(self.learn.opt)   # skipped if the scaled gradients overflowed
+        learn, opt = self.learn, self.learn.opt
+        self.scaler.unscale_(opt)   # the learner's own step sees the true gradients (to clip them, say)
+        learn.opt = _ScaledOpt(opt, self.scaler)
+        try: self.own[1]()
+        finally: learn.opt = opt
         self.scaler.update()
 
     def before_batch(self, learn):
@@ -104,12 +149,20 @@ def _standard_dl(dl):
                       num_workers=dl.num_workers, pin_memory=dl.pin_memory)
 
 # %% ../nbs/18_accel.ipynb #17fd0d90
+def _gathers(learn, gather) -> str|None:
+    "What `AccelerateCB` gathers from every process after each loss: 'preds' (predictions and targets) for metrics or `get_preds`, 'loss' for a `MetricsCB` without metrics, else nothing."
+    if gather != 'auto': return gather
+    metrics = [cb for cb in learn.cbs if isinstance(cb, MetricsCB)]
+    if any(cb.metrics for cb in metrics) or any(isinstance(cb, GatherPredsCB) for cb in learn.cbs): return 'preds'
+    return 'loss' if metrics else None
+
 class AccelerateCB(Callback):
-    "Train on every process a launcher started (`torchrun`, `accelerate launch`) with Hugging Face Accelerate: prepare the model, optimizer, DataLoaders and batch schedulers, run `backward`, gather predictions for the metrics. Sets `learn.is_main_process` and `learn.accelerator`; after the fit the learner has its own model, optimizer, DataLoaders and samplers back."
+    "Train on every process a launcher started (`torchrun`, `accelerate launch`) with Hugging Face Accelerate: prepare the model, optimizer, DataLoaders and batch schedulers, backpropagate through the learner's own `backward`, gather from every process what the metrics need (`gather`: 'auto', 'preds', 'loss' or None). Sets `learn.is_main_process` and `learn.accelerator`; after the fit the learner has its own model, optimizer, DataLoaders and samplers back."
     order = DeviceCB.order - 10   # first: other callbacks' `before_fit` can read `learn.is_main_process`
-    def __init__(self, n_inp=1, mixed_precision='no', **kwargs):
+    def __init__(self, n_inp=1, mixed_precision='no', gather='auto', **kwargs):
+        if gather not in ('auto', 'preds', 'loss', None): raise ValueError(f"AccelerateCB: gather={gather!r}; use 'auto', 'preds', 'loss' or None.")
         # On a machine without a GPU, Accelerate needs `cpu=True` to run one process per CPU under a launcher.
-        self.n_inp, self.kwargs = n_inp, dict(mixed_precision=mixed_precision, cpu=def_device == 'cpu', **kwargs)
+        self.n_inp, self.gather, self.kwargs = n_inp, gather, dict(mixed_precision=mixed_precision, cpu=def_device == 'cpu', **kwargs)
         self.acc, self.plain = None, None
 
     def before_fit(self, learn):
@@ -120,7 +173,7 @@ class AccelerateCB(Callback):
             if isinstance(cb, DeviceCB) and torch.device(cb.device).type != self.acc.device.type:
                 raise ValueError(f"AccelerateCB puts this process on {self.acc.device}, but DeviceCB wants {cb.device}: "
                                  f"remove the DeviceCB (Accelerate places the model and the batches itself).")
-        learn.accelerator, learn.is_main_process = self.acc, self.acc.is_main_process
+        learn.accelerator, learn.is_main_process, self.learn = self.acc, self.acc.is_main_process, learn
         self.quiet = contextlib.nullcontext()
         self.plain = learn.model, getattr(learn, 'opt', None), learn.dls   # what the learner gets back after the fit
         # Accelerate changes the samplers it splits (it gives a RandomSampler a generator): keep their attributes to put back.
@@ -130,10 +183,25 @@ class AccelerateCB(Callback):
         done = iter(done if isinstance(done, tuple) else (done,))
         self.wrapped, learn.opt, train, valid = [None if o is None else next(done) for o in todo]
         learn.dls = DataLoaders(train, valid)
-        take_steps(learn, 'AccelerateCB', backward=lambda: self.acc.backward(self.loss))
+        self.gathering = _gathers(learn, self.gather) if self.acc.num_processes > 1 else None
+        self.own = own_step(learn, 'backward'), own_step(learn, 'step')
+        take_steps(learn, 'AccelerateCB', backward=self._backward,
+                   **({'step': self._step} if self.acc.scaler is not None else {}))
         if not self.acc.is_main_process: self.quiet = contextlib.redirect_stdout(io.StringIO())
         self.quiet.__enter__()
         self.scheds_ready = False
+
+    def _backward(self):
+        "The learner's own `backward`, on the loss Accelerate backpropagates (divided for gradient accumulation, scaled for float16): what `Accelerator.backward` does for data-parallel training."
+        learn, shown = self.learn, self.learn.loss
+        loss = self.loss / self.acc.gradient_accumulation_steps
+        learn.loss = self.acc.scaler.scale(loss) if self.acc.scaler is not None else loss
+        try: self.own[0]()
+        finally: learn.loss = shown
+    def _step(self):
+        "With float16: unscale the gradients (a clipping `step` sees their true size), then the learner's own step (Accelerate's optimizer goes through its scaler)."
+        self.acc.unscale_gradients(self.learn.opt)
+        self.own[1]()
 
     def before_epoch(self, learn):
         if self.scheds_ready: return   # the schedulers exist once every callback's `before_fit` has run
@@ -144,16 +212,21 @@ class AccelerateCB(Callback):
     def before_batch(self, learn): learn.model = self.wrapped   # its forward pass keeps the processes in step
     def after_loss(self, learn):
         self.loss = learn.loss   # this process's loss: the one to backpropagate
-        if self.acc.num_processes == 1: return
+        if self.gathering is None: return
         with torch.no_grad():
-            learn.preds, learn.batch = self.acc.gather_for_metrics((learn.preds.detach(), learn.batch))
-            learn.loss = learn.loss_func(learn.preds, *learn.batch[self.n_inp:])
+            if self.gathering == 'preds':   # the predictions and targets, not the inputs
+                learn.preds, targs = self.acc.gather_for_metrics((learn.preds.detach(), tuple(learn.batch[self.n_inp:])))
+                learn.batch = (*learn.batch[:self.n_inp], *targs)   # this process's inputs, every process's targets
+                learn.loss = learn.loss_func(learn.preds, *targs)
+            else:   # the loss alone: one number per item (the mean of the whole batch, repeated items dropped)
+                n = len(learn.batch[self.n_inp])
+                learn.loss = self.acc.gather_for_metrics(learn.loss.detach().float().expand(n).contiguous()).mean()
     def cleanup_batch(self, learn): learn.model = self.plain[0]   # between batches, the plain model: to save or inspect
 
     def cleanup_fit(self, learn):
         if self.plain is None: return   # `before_fit` stopped before it changed anything
         self.quiet.__exit__(None, None, None)
-        release_steps(learn, 'backward')
+        release_steps(learn, 'backward', 'step')
         (learn.model, learn.opt, learn.dls), self.plain = self.plain, None
         for sampler, attrs in self.samplers: vars(sampler).clear(); vars(sampler).update(attrs)
         # Drop the wrapped model now: one still alive when the interpreter exits can make gloo abort the process.

@@ -4,45 +4,56 @@
 
 # %% ../nbs/17_checkpoint.ipynb #f18f54aa
 from __future__ import annotations
-import os, pickle, random, shutil, signal
+import errno, math, os, pickle, random, shutil, signal, threading
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import fastcore.all as fc
 
-from .core import to_cpu, atomic_write, remove_stale_tmp
-from .learner import Learner, Callback, CancelEpochException, BaseSchedCB
+from .core import to_cpu, atomic_write
+from .learner import Learner, Callback, CancelEpochException, CancelBatchException, BaseSchedCB
 
 # %% auto #0
-__all__ = ['KILL_ENV', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'kill_point', 'atomic_save', 'find_in', 'rng_states',
-           'set_rng_states', 'CheckpointError', 'read_checkpoint', 'check_model_state', 'check_opt_state',
-           'check_cb_states', 'check_rng_states', 'LoadedStateCB', 'GatherPredsCB', 'is_main_process', 'CheckpointCB',
-           'atomic_write']
+__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'atomic_save', 'find_in', 'rng_states', 'set_rng_states', 'CheckpointError',
+           'read_checkpoint', 'check_model_state', 'check_opt_state', 'check_cb_states', 'check_rng_states',
+           'LoadedStateCB', 'GatherPredsCB', 'is_main_process', 'TrainingStopped', 'CheckpointCB', 'atomic_write']
 
 # %% ../nbs/17_checkpoint.ipynb #1450d942
-KILL_ENV = 'MINIAI_TEST_KILL_AT'
+_KILL_ENV = 'MINIAI_TEST_KILL_AT'   # a test hook, set by tests in a child process's environment; not public
 _kill_counts = {}
 
-def kill_point(name:str):
-    "A moment where a test may kill this process: if environment variable `MINIAI_TEST_KILL_AT` is `name`, or `name@n` for the `n`-th time this process gets here, send this process SIGKILL, which nothing can catch or clean up after (like `kill -9` or a power cut). Unset, it costs one lookup."
-    wanted = os.environ.get(KILL_ENV)
+def _kill_point(name:str):
+    "A moment where a test may stop this process: if environment variable `MINIAI_TEST_KILL_AT` is `name`, or `name@n` for the `n`-th time this process gets here, the process sends itself SIGKILL, which nothing can catch or clean up after (like `kill -9` or a power cut); with `:TERM` after it (`name@n:TERM`), SIGTERM, which a scheduler sends before it kills. Unset, it costs one lookup."
+    wanted = os.environ.get(_KILL_ENV)
     if not wanted or not wanted.startswith(name): return
-    point, _, nth = wanted.partition('@')
+    spec, _, sig = wanted.partition(':')
+    point, _, nth = spec.partition('@')
     if point != name: return
     _kill_counts[name] = _kill_counts.get(name, 0) + 1
-    if _kill_counts[name] == int(nth or 1): os.kill(os.getpid(), signal.SIGKILL)
+    if _kill_counts[name] == int(nth or 1): os.kill(os.getpid(), signal.SIGTERM if sig == 'TERM' else signal.SIGKILL)
+
+# %% ../nbs/17_checkpoint.ipynb #a1b2c3d4
+kill_point = _kill_point   # the old name, for `miniai.commands` until it imports `_kill_point` (not in `__all__`)
 
 # %% ../nbs/17_checkpoint.ipynb #074d6838
 _all_ = ['atomic_write']
 
+def _write_failed(e:RuntimeError) -> bool:
+    "Whether `e` is PyTorch's zip writer failing to write (a full disk, a file-size limit), which it raises as a `RuntimeError`."
+    return any(s in str(e) for s in ('inline_container', 'PytorchStreamWriter', 'file write failed'))
+
 def atomic_save(obj, path):
-    "`torch.save(obj, path)`, atomically and durably (through `atomic_write`); kill point `save_tmp_written` lies between the temporary file's writing and its renaming."
+    "`torch.save(obj, path)`, atomically and durably (through `atomic_write`). A write that fails (a full disk, a file-size limit) raises an `OSError`; `path` is then untouched and no temporary file is left. Test hook `save_tmp_written` lies between the temporary file's writing and its renaming."
     def write(tmp):
-        torch.save(obj, tmp)
-        kill_point('save_tmp_written')
+        try: torch.save(obj, tmp)
+        except RuntimeError as e:
+            if not _write_failed(e): raise
+            raise OSError(errno.EIO, f"Could not write {path} (is the disk full?): {str(e).splitlines()[0]}") from e
+        _kill_point('save_tmp_written')
     atomic_write(path, write)
 
 # %% ../nbs/17_checkpoint.ipynb #385019a9
@@ -98,16 +109,24 @@ def load_state_dict(self:BaseSchedCB, sd:dict):
     "Restore the scheduler from `state_dict` (`Learner.load` calls it once the fit has made the scheduler)."
     if sd and hasattr(self, 'schedo'): self.schedo.load_state_dict(sd)
 
+_LENGTHS = ('total_steps', 'T_max', 'total_iters')   # the settings that fix a schedule's length in PyTorch's schedulers
+
 @fc.patch
 def check_state_dict(self:BaseSchedCB, sd:dict):
-    "Raise a `ValueError` if `sd` is not the state of a scheduler like the one this callback makes (made, to compare, on a throwaway optimizer)."
+    "Raise a `ValueError` if `sd` is not the state of a scheduler like the one this callback makes (made, to compare, on a throwaway optimizer): another kind of scheduler, or a schedule of another length (another batch size or number of epochs)."
     if not sd: return
     try: own = self.sched(torch.optim.AdamW([torch.zeros(1, requires_grad=True)])).state_dict()
-    except (ValueError, TypeError, KeyError): return   # a scheduler that needs the real optimizer: it can't be compared
+    except (ValueError, TypeError, KeyError):   # a scheduler that needs the real optimizer: compare with the fit's, if made
+        if not hasattr(self, 'schedo'): return
+        own = self.schedo.state_dict()
     if set(sd) != set(own): raise ValueError(f"it is the state of another kind of scheduler (keys {sorted(set(sd) ^ set(own))} differ)")
+    for k in _LENGTHS:
+        if k in sd and sd[k] != own[k]:
+            raise ValueError(f"it is a schedule of {sd[k]} steps ({k}) and this learner's has {own[k]}: the batch size, the "
+                             f"data or the number of epochs differs from the saved run's, and the schedule would run out partway")
 
 # %% ../nbs/17_checkpoint.ipynb #720d639f
-CHECKPOINT_FORMAT, CHECKPOINT_VERSION = 'miniai.checkpoint', 2   # the layout of the files `save` writes (1: without the optimizer's class)
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = 'miniai.checkpoint', 3   # the layout of the files `save` writes (1: without the optimizer's class; 2: without a place in an epoch)
 
 def _stateful_cbs(cbs) -> dict:
     "The callbacks in `cbs` that have a `state_dict`, by class name (`Name_1`, `Name_2`... for the second, third... of a class)."
@@ -124,18 +143,30 @@ def _plain_opt(opt):
     while isinstance(getattr(opt, 'optimizer', None), torch.optim.Optimizer): opt = opt.optimizer
     return opt
 
+def _plain_model(model):
+    "The model inside `model`: a wrapper for several processes (`DistributedDataParallel`) keeps it as `.module`, `torch.compile` as `._orig_mod`."
+    while True:
+        inner = getattr(model, 'module', None) or getattr(model, '_orig_mod', None)
+        if not isinstance(inner, torch.nn.Module): return model
+        model = inner
+
 # %% ../nbs/17_checkpoint.ipynb #55252322
+def _checkpoint(learn, epoch=None, rng=None, place=None) -> dict:
+    "What `save` writes: the checkpoint of `learn` now, as the last finished epoch `epoch` (default `learn.epoch`); `rng` and `place` for a place in an epoch (see `CheckpointCB`)."
+    opt = _plain_opt(getattr(learn, 'opt', None))
+    return {'format': CHECKPOINT_FORMAT, 'version': CHECKPOINT_VERSION,
+            'model': _plain_model(learn.model).state_dict(),
+            'opt': opt.state_dict() if opt is not None else None,
+            'opt_type': type(opt).__name__ if opt is not None else None,
+            'cbs': {nm: cb.state_dict() for nm, cb in _stateful_cbs(learn.cbs).items()},
+            'epoch': getattr(learn, 'epoch', -1) if epoch is None else epoch,
+            'rng': rng_states(learn.dls) if rng is None else rng,
+            'place': place}
+
 @fc.patch
 def save(self:Learner, path):
     "Save the model's weights, the optimizer's class and state, the callbacks' states, the epoch reached and the random number generators' states to `path`, atomically and durably."
-    opt = _plain_opt(getattr(self, 'opt', None))
-    atomic_save({'format': CHECKPOINT_FORMAT, 'version': CHECKPOINT_VERSION,
-                 'model': self.model.state_dict(),
-                 'opt': opt.state_dict() if opt is not None else None,
-                 'opt_type': type(opt).__name__ if opt is not None else None,
-                 'cbs': {nm: cb.state_dict() for nm, cb in _stateful_cbs(self.cbs).items()},
-                 'epoch': getattr(self, 'epoch', -1),
-                 'rng': rng_states(self.dls)}, path)
+    atomic_save(_checkpoint(self), path)
 
 # %% ../nbs/17_checkpoint.ipynb #1d5295ec
 class CheckpointError(ValueError):
@@ -158,9 +189,10 @@ def read_checkpoint(path) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is a PyTorch file but not a miniai checkpoint (written by `Learner.save`). "
                               f"A bare state_dict loads with `model.load_state_dict(torch.load(path, weights_only=True))`.")
-    if ckpt.get('version') not in (1, CHECKPOINT_VERSION):
-        raise CheckpointError(f"{path} has checkpoint format version {ckpt.get('version')}; this miniai reads versions 1 and {CHECKPOINT_VERSION}.")
-    return ckpt if ckpt['version'] == CHECKPOINT_VERSION else _from_version_1(ckpt)
+    if ckpt.get('version') not in (1, 2, CHECKPOINT_VERSION):
+        raise CheckpointError(f"{path} has checkpoint format version {ckpt.get('version')}; this miniai reads versions 1 to {CHECKPOINT_VERSION}.")
+    if ckpt['version'] == 1: ckpt = _from_version_1(ckpt)
+    return {'place': None, **ckpt}   # before version 3, every checkpoint was saved at an epoch's end
 
 def _from_version_1(ckpt:dict) -> dict:
     "A version-1 checkpoint in today's layout: no optimizer class (None: `check_opt_state` compares the optimizer's settings instead), generators named by the path of the generator itself."
@@ -221,24 +253,72 @@ def check_cb_states(cbs:dict, saved:dict, path='The checkpoint'):
             raise CheckpointError(f"{path} holds a state for callback {nm} that does not fit it: {e}.") from e
 
 def check_rng_states(states:dict, dls=None, path='The checkpoint'):
-    "Raise a `CheckpointError` if `states` (from `rng_states`) cannot be set: a generator state of the wrong size or type."
+    "Raise a `CheckpointError` if `states` (from `rng_states`) cannot be set: each CPU state is tried on a scratch generator of its kind (so a bad Python index or a damaged PyTorch state is caught, and the generators in use are not touched), the others are compared in size and type."
     def bad(what): return CheckpointError(f"{path} holds a damaged random number generator state ({what}); {_MODEL_ONLY}.")
     def same(saved, own): return isinstance(saved, torch.Tensor) and saved.dtype == own.dtype and saved.shape == own.shape
+    def settable(what, set_state):
+        try: set_state()
+        except (ValueError, RuntimeError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:
+            raise bad(f'{what}: {type(e).__name__}: {str(e)[:100]}') from e
     try:
-        if not same(states['torch'], torch.get_rng_state()): raise bad('torch')
         n, p = states['numpy'], states['python']
-        if not (isinstance(n['keys'], torch.Tensor) and n['keys'].shape == (624,)) or len(p['state']) != 625: raise bad('numpy or python')
+        settable('torch', lambda: torch.Generator().set_state(states['torch']))
+        settable('numpy', lambda: np.random.RandomState().set_state(
+            ('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss'])))
+        if not (isinstance(n['keys'], torch.Tensor) and n['keys'].shape == (624,)): raise bad('numpy')
+        settable('python', lambda: random.Random().setstate((p['version'], tuple(p['state']), p['gauss_next'])))
         for i, s in enumerate(states['cuda'][:torch.cuda.device_count()]):
             if not same(s, torch.cuda.get_rng_state(i)): raise bad(f'cuda:{i}')
         if states.get('mps') is not None and _mps_available() and not same(states['mps'], torch.mps.get_rng_state()): raise bad('mps')
         for name, g in _generators(dls).items():
-            if name in states['generators'] and not same(states['generators'][name], g.get_state()): raise bad(name)
+            if name not in states['generators']: continue
+            if not same(states['generators'][name], g.get_state()): raise bad(name)
+            if g.device.type == 'cpu': settable(name, lambda: torch.Generator().set_state(states['generators'][name]))
     except (KeyError, TypeError, AttributeError) as e: raise bad(f'{type(e).__name__}: {e}') from e
 
 # %% ../nbs/17_checkpoint.ipynb #8384d701
 def _no_opt_state(path):
     return CheckpointError(f"{path} holds no optimizer state, so this fit would start the optimizer afresh; "
                            f"if that is what you want, {_MODEL_ONLY}.")
+
+def _len(dl) -> int:
+    "The number of batches of `dl`, or -1 for an iterable without a length."
+    try: return len(dl)
+    except TypeError: return -1
+
+_PASS_ATTRS = ('losses', 'ns', 'iters', 'preds', 'targs')   # what `MetricsCB` gathers batch by batch during a pass
+
+def _metrics_cb(cbs):
+    "The `MetricsCB` (a callback with `all_metrics`) among `cbs`, or None."
+    return next((cb for cb in cbs if hasattr(cb, 'all_metrics')), None)
+
+def _pass_metrics(learn) -> dict|None:
+    "What `MetricsCB` has gathered so far in the running pass (each batch's loss, size, predictions and targets, and its torcheval metrics' states), on the CPU: the rows of a run stopped in an epoch and resumed are those of the run that never stopped."
+    m = _metrics_cb(learn.cbs)
+    if m is None or not all(hasattr(m, a) for a in _PASS_ATTRS): return None
+    return {**{a: [to_cpu(o) if isinstance(o, torch.Tensor) else o for o in getattr(m, a)] for a in _PASS_ATTRS},
+            'kept': getattr(m, 'kept', 0), 'states': {nm: to_cpu(dict(metric.state_dict())) for nm, metric in m.all_metrics.items()}}
+
+def _check_pass_metrics(cbs, saved, path):
+    "Raise a `CheckpointError` unless `saved` (from `_pass_metrics`) can go into the `MetricsCB` among `cbs`: the same metrics, with states of the same kind."
+    m = _metrics_cb(cbs)
+    if saved is None or m is None: return
+    if set(saved['states']) != set(m.all_metrics) or any(set(sd) != set(m.all_metrics[nm].state_dict()) for nm, sd in saved['states'].items()):
+        raise CheckpointError(f"{path} was saved in the middle of an epoch by a learner with the metrics {sorted(saved['states'])}; "
+                              f"this one has {sorted(m.all_metrics)}: the epoch's rows could not be those of the saved run.")
+    if not all(isinstance(saved[a], list) for a in _PASS_ATTRS): raise TypeError('the metrics of the pass are not lists')
+
+def _set_pass_metrics(learn, saved):
+    "Put what `_pass_metrics` saved back into the `MetricsCB`, on the device of the model."
+    m = _metrics_cb(learn.cbs)
+    if saved is None or m is None: return
+    dev = next(iter(learn.model.parameters()), torch.zeros(())).device
+    for a in _PASS_ATTRS: setattr(m, a, [o.to(dev) if isinstance(o, torch.Tensor) else o for o in saved[a]])
+    if hasattr(m, 'kept'): m.kept = saved['kept']
+    for nm, sd in saved['states'].items():
+        metric = m.all_metrics[nm]
+        metric.load_state_dict(sd)
+        metric.to(metric.device)   # the loaded states on the device the metric computes on
 
 def _check_all(learn, ckpt, path, opt, model_only, in_fit):
     "Every check `load` makes before it changes anything; `opt` is the optimizer the state would go into."
@@ -250,38 +330,80 @@ def _check_all(learn, ckpt, path, opt, model_only, in_fit):
         check_cb_states(_stateful_cbs(learn.cbs), ckpt['cbs'], path)
         check_rng_states(ckpt['rng'], learn.dls, path)
         if not isinstance(ckpt['epoch'], int): raise TypeError(f"epoch {ckpt['epoch']!r} is not a number")
+        place = ckpt['place']
+        if place is not None:   # saved in the middle of an epoch
+            if not (place['epoch'] == ckpt['epoch'] + 1 and isinstance(place['batch'], int) and place['batch'] >= 1
+                    and isinstance(place['n_batches'], int)): raise TypeError(f"place {place['epoch']!r}, {place['batch']!r} is not a place in an epoch")
+            check_rng_states(place['rng'], learn.dls, path)
+            _check_pass_metrics(learn.cbs, place['metrics'], path)
     except (KeyError, IndexError, TypeError, AttributeError) as e:   # a part missing, or of the wrong kind
         raise CheckpointError(f"{path} lacks a part of a checkpoint or has one of the wrong kind ({type(e).__name__}: {e}).") from e
 
+class _GoOnCB(Callback):
+    "During the fit after a `load`: skip the epochs the checkpoint has done and, in the epoch it stopped in, the training batches it had done (they are drawn, so the DataLoader deals the rest as the stopped run would have, but not used); after the last of them, put the random generators and the pass's metrics back as they were at the stop."
+    order = -1000   # first: a skipped batch runs no other callback's `before_batch`
+    def __init__(self, ckpt, path):
+        place = ckpt['place']
+        self.path, self.epoch = path, ckpt['epoch'] + 1   # the first epoch not finished
+        self.batch, self.n_batches, self.rng, self.metrics = (
+            (place['batch'], place['n_batches'], place['rng'], place['metrics']) if place else (0, None, None, None))
+
+    def before_epoch(self, learn):
+        if learn.epoch < self.epoch: raise CancelEpochException()   # done before the run stopped
+        if not self.batch: return self._drop(learn)
+        if learn.training and self.n_batches >= 0 and len(learn.dl) != self.n_batches:
+            raise CheckpointError(f"{self.path} was saved after batch {self.batch} of an epoch of {self.n_batches} batches; "
+                                  f"this learner's epochs have {len(learn.dl)}: use the batch size and data of the saved run.")
+    def before_batch(self, learn):
+        if learn.training and learn.iter < self.batch: raise CancelBatchException()
+    def cleanup_batch(self, learn):
+        if not (learn.training and learn.iter == self.batch - 1): return
+        set_rng_states(self.rng, learn.dls)   # as they were when the run stopped, after this batch
+        _set_pass_metrics(learn, self.metrics)
+        self._drop(learn)
+    def _drop(self, learn):
+        if self in learn.cbs: learn.cbs.remove(self)
+    def after_fit(self, learn): self._drop(learn)
+    def cleanup_fit(self, learn): self._drop(learn)
+
 class LoadedStateCB(Callback):
-    "The optimizer's and callbacks' states from a checkpoint that `Learner.load` read between fits: the next fit checks and applies them once it has made its optimizer and schedulers, then drops this callback."
+    "The optimizer's and callbacks' states from a checkpoint that `Learner.load` read between fits: the next fit checks and applies them once it has made its optimizer and schedulers, then drops this callback. That fit goes on with the saved run: `fit(n_epochs)` runs the epochs (and, for a checkpoint saved in an epoch, the batches) of the saved run's first `n_epochs` that the checkpoint has not done."
     order = 49   # after every callback that makes something in `before_fit` (schedulers, scalers, Accelerate); before `CheckpointCB`
     def __init__(self, ckpt:dict, path): self.ckpt, self.path = ckpt, path
 
     def before_fit(self, learn):
+        start = self.ckpt['epoch'] + 1
+        if start >= learn.n_epochs:
+            raise ValueError(f"The checkpoint loaded from {self.path} has done {start} epochs; after `load`, `fit(n_epochs)` "
+                             f"goes on with the saved run up to epoch n_epochs in all, so fit({learn.n_epochs}) has nothing to do. "
+                             f"Pass the saved run's number of epochs, or load with `model_only=True` to train afresh from the weights.")
         self.apply(learn)
         learn.cbs.remove(self)   # once: a later fit goes on from wherever this one ends
 
     def apply(self, learn):
-        "Check, then load, the optimizer's state into `learn.opt` and the callbacks' states into `learn`'s callbacks."
+        "Check, then load, the optimizer's state into `learn.opt` and the callbacks' states into `learn`'s callbacks; make the fit skip what the checkpoint has done. A learning rate given to this `fit` wins over the saved one."
         ckpt, opt, cbs = self.ckpt, getattr(learn, 'opt', None), _stateful_cbs(learn.cbs)
         if opt is not None and ckpt['opt'] is None: raise _no_opt_state(self.path)
         if opt is not None: check_opt_state(opt, ckpt['opt'], ckpt['opt_type'], self.path)
         check_cb_states(cbs, ckpt['cbs'], self.path)
-        if opt is not None: opt.load_state_dict(ckpt['opt'])
+        if opt is not None:
+            fit_lr = _plain_opt(opt).defaults.get('lr')   # `fit(lr=...)`'s, else the learner's `lr`
+            opt.load_state_dict(ckpt['opt'])
+            if fit_lr is not None and fit_lr != getattr(learn, 'lr', fit_lr):   # an explicit `fit(lr=...)`: it wins
+                for g in _plain_opt(opt).param_groups: g['lr'] = fit_lr
         for nm, sd in ckpt['cbs'].items():
             if nm in cbs: cbs[nm].load_state_dict(sd)
+        learn.cbs.append(_GoOnCB(ckpt, self.path))
 
 def _load(learn, path, model_only=False, in_fit=False):
-    "`Learner.load`; `in_fit`: during a fit (`CheckpointCB`), when the optimizer and schedulers to load into exist."
-    remove_stale_tmp(path)   # a temporary file that a killed `save` left beside it
+    "`Learner.load`; `in_fit`: during a fit (`CheckpointCB`), when the optimizer and schedulers to load into exist. A read: it writes and deletes nothing."
     ckpt = read_checkpoint(path)
     opt = getattr(learn, 'opt', None) if in_fit else (   # between fits: the optimizer the next fit will make
         learn.opt_func(learn.model.parameters(), learn.lr) if getattr(learn, 'opt_func', None) else None)
     _check_all(learn, ckpt, path, opt, model_only, in_fit)
     # Everything is checked: from here on nothing fails.
     learn.model.load_state_dict(ckpt['model'])
-    for cb in [cb for cb in learn.cbs if isinstance(cb, LoadedStateCB)]: learn.cbs.remove(cb)   # the latest load wins
+    for cb in [cb for cb in learn.cbs if isinstance(cb, (LoadedStateCB, _GoOnCB))]: learn.cbs.remove(cb)   # the latest load wins
     if model_only: return ckpt
     set_rng_states(ckpt['rng'], learn.dls)
     learn.epoch = ckpt['epoch']
@@ -332,16 +454,34 @@ def is_main_process(learn) -> bool:
     "Whether this process writes files: true unless a multi-process callback set `learn.is_main_process` to False."
     return getattr(learn, 'is_main_process', True)
 
+class TrainingStopped(Exception):
+    "Raised by `CheckpointCB` when it was asked to stop (a signal of its `stop_signals`, or `request_stop`), once it has saved the run's place to `path`: `learn.load(path)` then the same `fit` goes on from training batch `batch` (the number done) of epoch `epoch`. `signum`: the signal, or None."
+    def __init__(self, path, signum, epoch, batch):
+        self.path, self.signum, self.epoch, self.batch = Path(path), signum, epoch, batch
+        by = signal.Signals(signum).name if signum else 'request_stop()'
+        where = f'after {batch} training batches of epoch {epoch}' if batch else f'before epoch {epoch}'
+        super().__init__(f"Training stopped by {by} {where}. The checkpoint {path} holds its place: `learn.load(path)` then "
+                         f"the same `fit(...)` goes on from there (or a fit with `CheckpointCB(resume=True)`).")
+
+_LOSS_LIKE = ('loss', 'error', 'mse', 'mae', 'perplexity')
+
+def _default_mode(monitor:str) -> str:
+    "'min' for a metric whose name says it is a loss or an error, else 'max'."
+    return 'min' if any(w in monitor.lower() for w in _LOSS_LIKE) else 'max'
+
 class CheckpointCB(Callback):
-    "After each validation pass save the learner to `path/last.pt`, and first to `path/best.pt` when metric `monitor` is the best so far (`mode` 'max' or 'min'). With `resume`, a fit continues from `path/last.pt` if it exists. Only the main process writes."
+    "After each validation pass save the learner to `path/last.pt`, and first to `path/best.pt` when metric `monitor` is the best so far (`mode` 'max' or 'min'; by default 'min' for a loss or an error, else 'max'; a tie keeps the earlier epoch; an empty or NaN pass is never best). With `resume`, a fit continues from `path/last.pt` if it exists. Signals `stop_signals` (and `request_stop`) stop the fit at the next training batch's end, with its place in the epoch saved to `last.pt`, by raising `TrainingStopped`. Only the main process writes."
     order = 50   # after MetricsCB has the epoch's metrics, and after the schedulers exist (`before_fit`)
-    def __init__(self, path='.', monitor='accuracy', mode='max', resume=False):
+    def __init__(self, path='.', monitor='accuracy', mode=None, resume=False, stop_signals=(signal.SIGTERM,)):
+        mode = _default_mode(monitor) if mode is None else mode
         if mode not in ('max', 'min'): raise ValueError(f"CheckpointCB: mode={mode!r}; use 'max' (e.g. accuracy) or 'min' (e.g. loss).")
         fc.store_attr('monitor,mode,resume')
+        self.stop_signals = tuple(stop_signals)
         self.path, self.best, self.best_epoch = Path(path), None, None
+        self.stop_requested, self.stop_signum, self._old_handlers = False, None, {}
 
     @property
-    def last(self): "The checkpoint of the last epoch."; return self.path/'last.pt'
+    def last(self): "The checkpoint of the last epoch (or of the place where a stop request stopped the fit)."; return self.path/'last.pt'
     @property
     def best_file(self): "The checkpoint of the best epoch so far."; return self.path/'best.pt'
 
@@ -355,26 +495,68 @@ class CheckpointCB(Callback):
         "Restore the best score so far, unless it is a score of another metric (then start afresh)."
         self.best, self.best_epoch = (sd['best'], sd['best_epoch']) if sd['monitor'] == self.monitor else (None, None)
 
+    def request_stop(self, signum=None):
+        "Ask the fit to stop at the next training batch's end (or, during validation, at the pass's end), saving its place; what the signal handler calls. Only sets a flag: safe from a signal handler or another thread."
+        self.stop_signum, self.stop_requested = signum, True
+    def _on_signal(self, signum, frame): self.request_stop(signum)
+
     def before_fit(self, learn):
         names = list(getattr(getattr(learn, 'metrics', None), 'all_metrics', {}))
         if self.monitor not in names:
             raise ValueError(f"CheckpointCB: no metric {self.monitor!r} to monitor; MetricsCB has {names or 'no metrics (add a MetricsCB)'}.")
-        self.start = 0
-        if self.resume and self.last.exists(): self.start = _load(learn, self.last, in_fit=True)['epoch'] + 1
+        # Signal handlers can only be set from the main thread; the old ones come back when the fit ends, however it ends.
+        if threading.current_thread() is threading.main_thread():
+            self._old_handlers = {s: signal.signal(s, self._on_signal) for s in self.stop_signals}
+        self.distributed = dist.is_available() and dist.is_initialized()
+        if self.distributed: self.flag_device = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+        if self.resume and self.last.exists(): _load(learn, self.last, in_fit=True)
 
     def before_epoch(self, learn):
-        if learn.epoch < self.start: raise CancelEpochException()   # done before the run stopped
+        # The random generators as the DataLoader is about to draw this epoch's order: a place in the epoch starts from them.
+        if learn.training: self.epoch_rng = rng_states(learn.dls)
+        self.pass_batches = 0
+
+    def after_batch(self, learn):
+        self.pass_batches += 1
+        if not learn.training: return
+        if self.distributed: self._agree_on_stop()
+        if self.stop_requested: self._stop_in_epoch(learn)
+
+    def _agree_on_stop(self):
+        "Under torch.distributed: every process learns whether any process was asked to stop (and by which signal), so that all stop at the same batch. One tiny all-reduce."
+        code = torch.tensor([(self.stop_signum or 0) + 1 if self.stop_requested else 0], device=self.flag_device)
+        dist.all_reduce(code, op=dist.ReduceOp.MAX)
+        code = int(code.item())
+        if code: self.stop_signum, self.stop_requested = (code - 1) or None, True
+
+    def _stop_in_epoch(self, learn):
+        place = {'epoch': learn.epoch, 'batch': learn.iter + 1, 'n_batches': _len(learn.dl),
+                 'rng': rng_states(learn.dls), 'metrics': _pass_metrics(learn)}
+        if is_main_process(learn): atomic_save(_checkpoint(learn, epoch=learn.epoch - 1, rng=self.epoch_rng, place=place), self.last)
+        self._stop(learn.epoch, learn.iter + 1)
+
+    def _stop(self, epoch, batch):
+        if self.distributed: dist.barrier()   # no process leaves before the checkpoint is written
+        raise TrainingStopped(self.last, self.stop_signum, epoch, batch)
 
     def after_epoch(self, learn):
         if learn.training: return
         value = learn.metrics.all_metrics[self.monitor].compute().item()
-        better = self.best is None or (value > self.best if self.mode == 'max' else value < self.best)
+        scored = self.pass_batches > 0 and not math.isnan(value)   # an empty pass, or a NaN, is no score
+        better = scored and (self.best is None or (value > self.best if self.mode == 'max' else value < self.best))
         if better: self.best, self.best_epoch = value, learn.epoch
-        if not is_main_process(learn): return
-        # best.pt first: a run killed between the two files resumes from the previous last.pt and writes best.pt again.
-        if better:
-            learn.save(self.best_file)
-            kill_point('best_written')
-            atomic_write(self.last, partial(shutil.copyfile, self.best_file))   # the same file, copied
-        else: learn.save(self.last)
-        kill_point('last_written')
+        if is_main_process(learn):
+            # best.pt first: a run killed between the two files resumes from the previous last.pt and writes best.pt again.
+            if better:
+                learn.save(self.best_file)
+                _kill_point('best_written')
+                atomic_write(self.last, partial(shutil.copyfile, self.best_file))   # the same file, copied
+            else: learn.save(self.last)
+            _kill_point('last_written')
+        if self.distributed: self._agree_on_stop()
+        # A stop asked for during validation: last.pt holds this epoch's end (after the fit's last epoch: nothing to stop).
+        if self.stop_requested and learn.epoch < getattr(learn, 'n_epochs', 0) - 1: self._stop(learn.epoch + 1, 0)
+
+    def cleanup_fit(self, learn):
+        for s, old in self._old_handlers.items(): signal.signal(s, signal.SIG_DFL if old is None else old)
+        self._old_handlers, self.stop_requested, self.stop_signum = {}, False, None

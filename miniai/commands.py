@@ -4,7 +4,7 @@
 
 # %% ../nbs/19_commands.ipynb #1e191718
 from __future__ import annotations
-import csv, inspect, json, os, sys, time
+import csv, inspect, json, os, signal, sys, threading, time
 from datetime import datetime
 from pathlib import Path
 
@@ -18,12 +18,12 @@ from .core import def_device, atomic_write, remove_path
 from .datasets import load_fashion_mnist, decoded_dls
 from .learner import Callback
 from .train import train, get_learner, input_stats, NORMS
-from .checkpoint import CheckpointCB, read_checkpoint, is_main_process, kill_point
+from .checkpoint import CheckpointCB, CheckpointError, TrainingStopped, read_checkpoint, is_main_process, _kill_point
 from .accel import AccelerateCB   # Accelerate itself is imported only when a fit starts
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'SAVED_ARGS', 'read_rows', 'write_rows', 'RunLogCB', 'plot_run', 'RunError', 'check_device',
-           'parse_widths', 'read_args', 'load_data', 'new_run_folder', 'main', 'evaluate']
+__all__ = ['RUN_FILES', 'SAVED_ARGS', 'RESULT_ARGS', 'STOPPED_EXIT', 'read_rows', 'write_rows', 'RunLogCB', 'plot_run',
+           'RunError', 'check_device', 'parse_widths', 'read_args', 'load_data', 'new_run_folder', 'main', 'evaluate']
 
 # %% ../nbs/19_commands.ipynb #8a225d30
 def read_rows(fn) -> list[dict]:
@@ -31,42 +31,55 @@ def read_rows(fn) -> list[dict]:
     if not Path(fn).exists(): return []
     with open(fn, newline='') as f: return list(csv.DictReader(f))
 
+def _at_or_after(row, start) -> bool:
+    "Whether CSV row `row` is of epoch `start` or later (`start` a number), or of batch `start` or later (an `(epoch, batch)` pair)."
+    if isinstance(start, tuple): return (int(row['epoch']), int(row['batch'])) >= start
+    return int(row['epoch']) >= start
+
 def write_rows(fn, rows, drop_from=None):
-    "Add dicts `rows` to CSV file `fn`; with `drop_from`, first remove its rows of epoch `drop_from` and later. The file is rewritten with `atomic_write`."
+    "Add dicts `rows` to CSV file `fn`; with `drop_from`, first remove its rows of that epoch and later (or, for an `(epoch, batch)` pair, of that batch and later). The file is rewritten with `atomic_write`."
     if not rows and drop_from is None: return   # nothing changes
     old = read_rows(fn)
-    if drop_from is not None: old = [r for r in old if int(r['epoch']) < drop_from]
+    if drop_from is not None: old = [r for r in old if not _at_or_after(r, drop_from)]
     rows = old + rows
     if not rows: return
     def write(tmp):
         with open(tmp, 'w', newline='') as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader(); w.writerows(rows)
-        kill_point('csv_tmp_written')   # the new file is complete, not yet renamed into place
+        _kill_point('csv_tmp_written')   # test hook: the new file is complete, not yet renamed into place
     atomic_write(fn, write)
 
 class RunLogCB(Callback):
-    "Write each pass's metrics to `folder/metrics.csv` (a row per epoch and split) and each training batch's learning rate and loss to `folder/batches.csv`. A resumed fit first drops the rows of the epoch it does again. Only the main process writes."
+    "Write each pass's metrics to `folder/metrics.csv` (a row per epoch and split) and each training batch's learning rate and loss to `folder/batches.csv`. A resumed fit's first write drops the rows from where it starts again; a fit stopped in an epoch (`TrainingStopped`) writes the rows of the batches it did. Only the main process writes."
     order = CheckpointCB.order - 1   # an epoch's rows are on disk before the checkpoint that says it is done
     def __init__(self, folder): self.folder = Path(folder)
-    def before_fit(self, learn): self.batches, self.losses, self.first = [], [], True
+    def before_fit(self, learn): self.batches, self.losses, self.drop, self.first = [], [], None, True
     def before_batch(self, learn):
-        if learn.training: self.lr = learn.opt.param_groups[0]['lr']   # the rate this batch's step uses
+        if not learn.training: return
+        self.lr = learn.opt.param_groups[0]['lr']   # the rate this batch's step uses
+        if self.first and self.drop is None: self.drop = (learn.epoch, learn.iter)   # where this fit starts: rows from here are redone
     def after_batch(self, learn):
         if not learn.training: return
         self.batches.append({'epoch': learn.epoch, 'batch': learn.iter, 'lr': self.lr})
         self.losses.append(learn.loss.detach())   # stays on the device: no wait here
-        kill_point('batch_done')
-    def after_epoch(self, learn):
-        if self.losses:   # the training pass's losses, read from the device in one go
+
+    def _write(self, learn, metrics_rows):
+        "Write `metrics_rows` and the batch rows kept so far (their losses read from the device in one go); the fit's first write drops the rows from where it started."
+        if self.losses:
             for row, loss in zip(self.batches, torch.stack(self.losses).float().tolist()): row['loss'] = loss
         batches, self.batches, self.losses = self.batches, [], []
         if not is_main_process(learn): return
-        drop = learn.epoch if self.first else None   # rows a stopped run left of this epoch
+        drop = self.drop if self.first else None   # rows that a stopped run left from where this fit starts
         self.first = False
-        write_rows(self.folder/'metrics.csv', [learn.metrics.history[-1]], drop)
-        kill_point('metrics_csv_written')   # one of the two files has this pass's rows
+        write_rows(self.folder/'metrics.csv', metrics_rows, drop and drop[0])
+        _kill_point('metrics_csv_written')   # test hook: one of the two files has this pass's rows
         write_rows(self.folder/'batches.csv', batches, drop)
+
+    def after_epoch(self, learn): self._write(learn, [learn.metrics.history[-1]])
+    def cleanup_fit(self, learn):
+        # Stopped at a batch boundary, its place saved: the rows of the batches it did belong to the run.
+        if isinstance(sys.exc_info()[1], TrainingStopped): self._write(learn, [])
 
 # %% ../nbs/19_commands.ipynb #1b23d11c
 def _save_plot(fn, ylabel, *lines):
@@ -94,6 +107,7 @@ class RunError(ValueError):
 
 RUN_FILES = ('args.json', 'metrics.csv', 'batches.csv', 'loss.png', 'lr.png', 'last.pt', 'best.pt')
 SAVED_ARGS = ('epochs', 'bs', 'lr', 'seed', 'widths', 'norm', 'data', 'n_train', 'n_valid', 'n_holdout', 'stats')
+RESULT_ARGS = SAVED_ARGS[:-1]   # the options that change what a run computes (the device may change; the statistics are measured)
 
 def check_device(device:str|None) -> str:
     "`device` if PyTorch has it here (None: the best one), else a `RunError` that says which to use."
@@ -126,7 +140,8 @@ def read_args(folder) -> dict:
 
 def load_data(args:dict) -> DatasetDict:
     "Fashion-MNIST (or the IDX folder `args['data']`) as `train`, `valid` (the last `n_holdout` training images, held out) and `test`; `n_train` and `n_valid` keep only the first images of the first two, for a quick run."
-    dsd = load_fashion_mnist(args['data'])
+    try: dsd = load_fashion_mnist(args['data'])
+    except ValueError as e: raise RunError(str(e)) from e   # a damaged data file: bad input, not a bug
     n_all, n_hold = len(dsd['train']), args['n_holdout']
     if not 0 < n_hold < n_all:
         raise RunError(f"--n_holdout {n_hold}: hold out at least 1 and fewer than all {n_all} training images for validation.")
@@ -158,52 +173,99 @@ def _check_args(args:dict):
     parse_widths(args['widths'])
 
 # %% ../nbs/19_commands.ipynb #5cafa1af
-def _stopped(folder) -> str:
-    "What the user reads after Ctrl-C: what the last checkpoint holds and how to continue."
-    if folder is None: return "stopped (Ctrl-C) before the run had a folder: nothing to continue."
-    last = Path(folder)/'last.pt'
-    kept = f"{last} holds the run to the end of epoch {read_checkpoint(last)['epoch']+1}" if last.exists() else "no epoch had finished"
-    return f"stopped (Ctrl-C); {kept}. Continue with: miniai_train --resume {folder}"
+STOPPED_EXIT = 128 + signal.SIGTERM   # 143: "terminated by SIGTERM", what a shell, SLURM and Kubernetes read as stopped
 
-def _run(args:dict, where:dict):
-    "`main`'s work; `args` holds every option as given. The run's folder goes in `where['folder']` as soon as it is known."
-    start, device = time.time(), check_device(args['device'])
-    main_process = os.environ.get('RANK', '0') == '0'   # torchrun numbers its processes; a single run has no RANK
-    if args['resume']:
-        folder = Path(args['resume'])
+class _Terminated(Exception):
+    "SIGTERM outside a fit (while the data loads, or the plots are drawn): nothing is half done, the run stops there."
+
+def _on_sigterm(signum, frame): raise _Terminated()
+
+def _main_process() -> bool: return os.environ.get('RANK', '0') == '0'   # torchrun numbers its processes; a single run has no RANK
+
+def _continue_with(folder) -> str:
+    "The command that continues the run in `folder`: under a launcher, the same launch with --resume."
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1: return f"the same launch command with --resume {folder} (or --auto_resume --out {folder})"
+    return f"miniai_train --resume {folder}"
+
+def _held(folder) -> str:
+    "What `folder/last.pt` holds, in words."
+    last = Path(folder)/'last.pt'
+    if not last.exists(): return "no epoch had finished"
+    ckpt = read_checkpoint(last)
+    place = ckpt.get('place')
+    if place: return f"{last} holds the run to batch {place['batch']} of epoch {place['epoch']+1}"
+    return f"{last} holds the run to the end of epoch {ckpt['epoch']+1}"
+
+def _stopped(folder, why='Ctrl-C') -> str:
+    "What the user reads after Ctrl-C or SIGTERM: what the last checkpoint holds and how to continue."
+    if folder is None: return f"stopped ({why}) before the run had a folder: nothing to continue."
+    return f"stopped ({why}); {_held(folder)}. Continue with: {_continue_with(folder)}"
+
+def _saved_differs(args:dict, saved:dict) -> list:
+    "The options of `args` that change the result and differ from the run's `saved` ones, as `--name given (the run: saved)`."
+    return [f"--{k} {args[k]} (the run: {saved[k]})" for k in RESULT_ARGS if args[k] != saved[k]]
+
+def _resume_args(args:dict, folder:Path) -> dict:
+    "The run's own options from `folder/args.json`, for `--resume` (only --device may be given) or `--auto_resume` (the options given must be the run's)."
+    saved = read_args(folder)
+    if args['auto_resume']:
+        differ = _saved_differs(args, saved)
+        if differ: raise RunError(f"--auto_resume: {folder} holds a run with other settings: {'; '.join(differ)}. Give its "
+                                  f"settings to continue it, or another --out for a new run.")
+    else:
         defaults = {k: p.default for k, p in inspect.signature(main).parameters.items()}
         changed = [f'--{k}' for k, v in args.items() if k not in ('resume', 'device') and v != defaults[k]]
         if changed: raise RunError(f"--resume continues a run with its own settings ({folder/'args.json'}); "
                                    f"leave out {', '.join(changed)} (only --device may change).")
-        args = {**read_args(folder), 'device': args['device'], 'resume': args['resume']}
+    return {**saved, 'device': args['device'], 'resume': str(folder), 'auto_resume': args['auto_resume']}
+
+def _run(args:dict, where:dict):
+    "`main`'s work; `args` holds every option as given. The run's folder goes in `where['folder']` as soon as it is known."
+    start, device, main_process = time.time(), check_device(args['device']), _main_process()
+    say = print if main_process else (lambda *a, **k: None)   # under a launcher, one process speaks
+    if args['auto_resume']:
+        if not args['out']: raise RunError("--auto_resume needs --out: the folder to continue the run in, or to start it in.")
+        if args['resume'] or args['overwrite']: raise RunError("--auto_resume goes with --out alone, not with --resume or --overwrite.")
+        if (Path(args['out'])/'args.json').is_file(): args['resume'] = args['out']   # a run to continue (a requeued job, a restarted worker)
+        else: _check_args(args)
+    if args['resume']:
+        folder = Path(args['resume'])
+        args = _resume_args(args, folder)
         last = folder/'last.pt'
-        done = read_checkpoint(last)['epoch'] + 1 if last.exists() else 0
+        ckpt = read_checkpoint(last) if last.exists() else None
+        done = ckpt['epoch'] + 1 if ckpt else 0
         if done >= args['epochs']:
             undrawn = [nm for nm in ('loss.png', 'lr.png') if not (folder/nm).exists()]
             if undrawn and main_process: plot_run(folder)   # the run stopped after its last checkpoint, before its plots
-            print(f"{folder} has finished all its {args['epochs']} epochs: nothing to resume" +
-                  (f"; drew {' and '.join(undrawn)}." if undrawn else '.'))
+            say(f"{folder} has finished all its {args['epochs']} epochs: nothing to resume" +
+                (f"; drew {' and '.join(undrawn)}." if undrawn else '.'))
             return
         where['folder'] = folder
-        print(f'resuming {folder} after epoch {done}' if done else f'{folder} has no checkpoint yet: starting it again')
+        place = ckpt and ckpt.get('place')
+        say(f"resuming {folder} at batch {place['batch']} of epoch {place['epoch']+1}" if place else
+            f'resuming {folder} after epoch {done}' if done else f'{folder} has no checkpoint yet: starting it again', flush=True)
     else:
         _check_args(args)
         if 'RANK' in os.environ and not args['out']: raise RunError("Under torchrun give --out, so that every process uses one folder.")
+        # Only the main process (of the main node) makes and writes the folder; on several machines it must be shared.
         folder = where['folder'] = new_run_folder(args['out'], args['overwrite']) if main_process else Path(args['out'])
-        print(f'results go to {folder}', flush=True)
+        say(f'results go to {folder}', flush=True)
     dsd = load_data(args)   # a data error leaves at most an empty folder, which the next try may use
     if not args['resume']:
         # The training images' statistics, kept with the run: miniai_eval and a resumed run normalise as training did.
-        args['stats'] = input_stats(decoded_dls(dsd, args['bs']))
+        try: args['stats'] = input_stats(decoded_dls(dsd, args['bs']))
+        except ValueError as e: raise RunError(str(e)) from e   # images that cannot be decoded: bad input
         if main_process:   # the folder and device as used, everything else as given
-            saved = json.dumps({**args, 'out': str(folder), 'device': device}, indent=1)
+            saved = json.dumps({k: v for k, v in {**args, 'out': str(folder), 'device': device}.items() if k != 'auto_resume'}, indent=1)
             def write(tmp):
                 tmp.write_text(saved)
-                kill_point('args_tmp_written')
+                _kill_point('args_tmp_written')   # test hook
             atomic_write(folder/'args.json', write)
+    # SIGTERM (a scheduler's "stop now") stops the fit at the next batch's end with its place saved (TrainingStopped)
     ckpt = CheckpointCB(folder, monitor='accuracy', mode='max', resume=bool(args['resume']))
     # Started by torchrun or `accelerate launch` as several processes: Accelerate shares out the batches (18_accel).
     launched = int(os.environ.get('WORLD_SIZE', '1')) > 1
+    # The recipe's learner (`get_learner`) brings the metrics, the schedule and the NaN guard.
     _, acc = train(args['epochs'], args['bs'], args['lr'], args['seed'], parse_widths(args['widths']), dsd,
                    cbs=[RunLogCB(folder), ckpt] + ([AccelerateCB()] if launched else []), norm=args['norm'],
                    device=device, stats=args['stats'])
@@ -214,6 +276,10 @@ def _run(args:dict, where:dict):
           (f' with {torch.get_num_threads()} threads' if device == 'cpu' else ''))
     print(f'results in {folder}: last.pt, best.pt, metrics.csv, loss.png, lr.png, args.json; '
           f'test accuracy (images training never saw) with: miniai_eval {folder}')
+
+def _say_stopped(line:str):
+    "Print the one line of a stopped run (one process speaks for all)."
+    if _main_process(): print(f"miniai_train: {line}", file=sys.stderr, flush=True)
 
 @call_parse
 def main(epochs:int=5,              # number of epochs (one-cycle over all of them)
@@ -228,19 +294,31 @@ def main(epochs:int=5,              # number of epochs (one-cycle over all of th
          n_valid:int=None,          # validate on only the first N held-out images
          out:str=None,              # folder for the results (default: runs/<date>-<time> under the working directory)
          resume:str=None,           # folder of a stopped run: continue it from its last checkpoint, with its settings
+         auto_resume:store_true=False, # with --out: continue the run there if there is one (same settings), else start it
          overwrite:store_true=False, # replace the results in an existing --out folder
          device:str=None):          # cpu, cuda, cuda:N or mps (default: the best one here)
-    "Train a batch-norm CNN on Fashion-MNIST and keep the results in a folder: last.pt and best.pt (checkpoints), metrics.csv, batches.csv, loss.png, lr.png and args.json."
+    "Train a batch-norm CNN on Fashion-MNIST and keep the results in a folder: last.pt and best.pt (checkpoints), metrics.csv, batches.csv, loss.png, lr.png and args.json. SIGTERM stops it at the next batch with its place saved (exit status 143)."
     args, where = dict(locals()), {}   # every option, as given
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try: _run(args, where)
+    except TrainingStopped as e:   # SIGTERM during the fit: its place is saved
+        _say_stopped(_stopped(where.get('folder'), signal.Signals(e.signum).name if e.signum else 'stop requested'))
+        sys.exit(STOPPED_EXIT)
+    except _Terminated:
+        _say_stopped(_stopped(where.get('folder'), 'SIGTERM'))
+        sys.exit(STOPPED_EXIT)
     except KeyboardInterrupt:   # Ctrl-C: what is kept, and how to continue; exit status 130 as the shell's own
-        print(f"miniai_train: {_stopped(where.get('folder'))}", file=sys.stderr)
+        _say_stopped(_stopped(where.get('folder')))
         sys.exit(130)
     except FloatingPointError as e:   # a NaN or infinite loss
         sys.exit(f"miniai_train: {str(e).split('. ')[0]}. The learning rate is probably too high: try a lower --lr than {args['lr']}.")
     except torch.cuda.OutOfMemoryError:
         sys.exit(f"miniai_train: the device ran out of memory: try a smaller --bs than {args['bs']} or smaller --widths.")
-    except (ValueError, OSError) as e: sys.exit(f'miniai_train: {e}')   # bad input, a damaged file: one line, exit status 1
+    # Bad input (RunError, CheckpointError) and the environment (a full disk, a missing file: OSError): one line, exit
+    # status 1. Anything else is a bug, and keeps its traceback.
+    except (RunError, CheckpointError, OSError) as e: sys.exit(f'miniai_train: {e}')
+    finally:
+        if old is not None: signal.signal(signal.SIGTERM, old)
     # Return nothing: the console script passes main's return value to `sys.exit`, where a number is an error status.
 
 # %% ../nbs/19_commands.ipynb #f584adcb
@@ -269,4 +347,4 @@ def evaluate(run:str,          # a folder written by miniai_train
               f"on {n} {'test images, which training never saw' if split == 'test' else 'held-out training images'}")
     except KeyboardInterrupt:
         print('miniai_eval: stopped (Ctrl-C).', file=sys.stderr); sys.exit(130)
-    except (ValueError, OSError) as e: sys.exit(f'miniai_eval: {e}')
+    except (RunError, CheckpointError, OSError) as e: sys.exit(f'miniai_eval: {e}')   # bad input or the environment: one line

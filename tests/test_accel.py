@@ -70,7 +70,7 @@ def test_scaler_state_goes_on_through_a_checkpoint(tmp_path):
     set_seed(5)   # another start: the checkpoint brings back everything
     learn = quiet_learner([fresh := MixedPrecision(torch.float16)])
     learn.load(tmp_path/'last.pt')
-    learn.fit(1)
+    learn.fit(2)   # after `load`: on with the saved run, to 2 epochs in all
     assert fresh.state_dict() == mp_full.state_dict()
     assert weights(learn).keys() == weights(full).keys() and all(torch.equal(v, weights(full)[k]) for k, v in weights(learn).items())
 
@@ -178,7 +178,7 @@ def test_two_processes_with_torchrun(tmp_path):
     # The checkpoint loads into a plain single-process learner, which gets exactly the gathered accuracy, and predicts
     # what the two processes gathered.
     single = quiet_learner()
-    single.load(tmp_path/'full'/'last.pt')
+    single.load(tmp_path/'full'/'last.pt', model_only=True)
     single.fit(1, train=False)
     assert single.cbs[0].history[-1]['accuracy'] == r0['accuracy']
     preds, targs = single.get_preds()
@@ -198,3 +198,80 @@ def test_mixed_precision_under_the_lesson_learner(tiny_dls, lesson_learner):
     lesson_learner(model, tiny_dls(64, 32, 8, n_classes=2), F.cross_entropy, 0.1, [TrainCB(), MixedPrecision(), MetricsCB(), Seen()]).fit(1)
     assert dtypes == [torch.bfloat16] * 12                     # 8 training + 4 validation batches, each under autocast
     assert not torch.is_autocast_enabled('cpu')                 # and autocast was left every time
+
+
+# ---------- a learner's own steps are kept (issue 22, items 8 and 17); Accelerate gathers only what is needed (item 14) ----------
+
+class ClippingLearner(TrainLearner):
+    "A learner whose own `step` clips the gradients first, and records their norm as it sees them; its own `backward` counts."
+    def backward(self):
+        self.backwards += 1
+        super().backward()
+    def step(self):
+        self.norms.append(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=1e-3).item())
+        self.opt.step()
+
+def clipping_learner(cbs):
+    plain = quiet_learner()
+    learn = ClippingLearner(plain.model, plain.dls, F.cross_entropy, lr=0.1, opt_func=torch.optim.SGD, cbs=[*plain.cbs, *cbs])
+    learn.norms, learn.backwards = [], 0
+    return learn
+
+@pytest.mark.parametrize('cbs', [lambda: [MixedPrecision(torch.float16)], lambda: [AccelerateCB()]], ids=['float16', 'accelerate'])
+def test_a_learners_own_step_is_kept(cbs):
+    "A subclass's own `backward` and `step` (here: clip the gradients) run for every batch; the step sees the true (unscaled) gradients."
+    set_seed(1)
+    learn = clipping_learner(cbs())
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    learn.fit(1)
+    n = len(learn.dls.train)
+    assert len(learn.norms) == learn.backwards == n
+    # Unscaled gradients of a cross-entropy: of order 1 (the float16 scaler multiplies them by 65536 at first)
+    assert 0 < max(learn.norms) < 100, learn.norms
+    # Clipped to 1e-3 with lr 0.1: no weight moved by more than 1e-4 per step
+    moved = max((learn.model.state_dict()[k] - v).abs().max().item() for k, v in before.items() if v.dtype.is_floating_point and 'running' not in k)
+    assert moved <= 1.01e-4*n
+    assert 'backward' not in vars(learn) and 'step' not in vars(learn)
+
+
+def test_the_courses_mixed_precision_brings_the_training_steps():
+    "`Learner(model, dls, loss_func, cbs=[MixedPrecision()])`, as in the course, trains; with `TrainCB` or a `TrainLearner` the steps run once."
+    from miniai.learner import Learner, TrainCB
+    def run(make):
+        set_seed(1)
+        plain = quiet_learner()
+        learn = make(plain)
+        learn.fit(1)
+        return weights(learn), learn.cbs[0].history
+    course = run(lambda p: Learner(p.model, p.dls, F.cross_entropy, lr=0.1, cbs=[p.cbs[0], MixedPrecision()]))
+    with_traincb = run(lambda p: Learner(p.model, p.dls, F.cross_entropy, lr=0.1, cbs=[p.cbs[0], TrainCB(), MixedPrecision()]))
+    train_learner = run(lambda p: TrainLearner(p.model, p.dls, F.cross_entropy, lr=0.1, cbs=[p.cbs[0], MixedPrecision()]))
+    for w, h in (with_traincb, train_learner):   # steps taken twice would give other weights
+        assert h == course[1] and all(torch.equal(v, course[0][k]) for k, v in w.items())
+    assert isinstance(MixedPrecision(), TrainCB)
+    assert course[1][-1]['accuracy'] > 0.1 or course[1][0]['loss'] > course[1][-1]['loss']   # it trained
+
+
+class GatherSpy:
+    "Stands in for `Accelerator.gather_for_metrics` in one process, pretending there are two: records what is gathered."
+    def __init__(self): self.calls = []
+    def __call__(self, data):
+        self.calls.append([tuple(t.shape) for t in torch.utils._pytree.tree_leaves(data)])
+        return data
+
+@pytest.mark.parametrize('metrics, expected', [('accuracy', 'preds'), ('none', 'loss'), ('no MetricsCB', None)])
+def test_accelerate_gathers_only_what_the_metrics_need(metrics, expected, monkeypatch):
+    "Predictions and targets (never the inputs) where metrics need them; one number per item where only the mean loss is kept; nothing without metrics."
+    from accelerate import Accelerator
+    set_seed(1)
+    learn = quiet_learner([cb := AccelerateCB()])
+    if metrics == 'none': learn.cbs[0] = MetricsCB(); learn.cbs[0].log_to(lambda row: None)
+    if metrics == 'no MetricsCB': learn.cbs.pop(0)
+    cb.acc, spy = Accelerator(cpu=True), GatherSpy()
+    cb.acc.gather_for_metrics = spy
+    monkeypatch.setattr(Accelerator, 'num_processes', property(lambda self: 2))   # as if there were two
+    seen = []
+    learn.fit(1, cbs=[type('Count', (Callback,), {'after_loss': lambda s, l: seen.append(l.iter)})()])
+    assert len(spy.calls) == (len(seen) if expected else 0)
+    if expected == 'preds': assert all(len(c) == 2 and c[0][1:] == (10,) and len(c[1]) == 1 for c in spy.calls), spy.calls[:2]
+    if expected == 'loss': assert all(len(c) == 1 and len(c[0]) == 1 for c in spy.calls), spy.calls[:2]

@@ -1,6 +1,7 @@
 """The commands: `miniai_train` keeps its results in a folder, validates on images held out from training and
-`miniai_eval` reports the test split; bad input and faults give one clear line; a run killed at any moment (SIGKILL,
-one process or two under torchrun) resumes to the weights of an uninterrupted run; Ctrl-C stops cleanly."""
+`miniai_eval` reports the test split; bad input and faults (a full disk too) give one clear line while bugs keep their
+traceback; a run killed at any moment (SIGKILL) or stopped (SIGTERM) resumes to the weights and CSV files of an
+uninterrupted run; Ctrl-C and SIGTERM stop cleanly; --auto_resume. (Several processes and nodes: test_cluster.py.)"""
 import json, os, shutil, signal, subprocess, sys, sysconfig, time
 
 import numpy as np
@@ -209,7 +210,7 @@ def test_overwrite_replaces_only_the_run_files(tiny_data, tmp_path):
     assert (out/'mine.txt').read_text() == 'not a run file'
 
 
-# ---------- break it on purpose: SIGKILL at many moments, then --resume ----------
+# ---------- break it on purpose: SIGKILL or SIGTERM at many moments, then resume ----------
 
 # One process imports miniai once and forks a child for every run (a fresh `python` costs seconds; a fork, milliseconds).
 # Each child runs `main` as the console script does, with MINIAI_TEST_KILL_AT set as the job asks; a kill point kills
@@ -223,13 +224,26 @@ chains, workers, warm_up = json.loads(sys.argv[1]), int(sys.argv[2]), json.loads
 if warm_up:   # one whole run here first: each child then starts with what a first run loads and builds (the data
     main(**warm_up)   # cache, matplotlib's fonts, PyTorch's first-call costs), and pays only for its own work
 
+def batch_fault(spec):
+    "`batch_done@N` (`batch_done@N:TERM`): SIGKILL (SIGTERM) this process after its N-th training batch. A patch made here, in the test: the library has no per-batch test hook."
+    import signal, miniai.commands as commands
+    point, _, sig = spec.partition(':')
+    n, orig, count = int(point.split('@')[1]), commands.RunLogCB.after_batch, [0]
+    def after_batch(self, learn):
+        orig(self, learn)
+        if not learn.training: return
+        count[0] += 1
+        if count[0] == n: os.kill(os.getpid(), signal.SIGTERM if sig == 'TERM' else signal.SIGKILL)
+    commands.RunLogCB.after_batch = after_batch
+
 def start(kwargs, kill_at):
     pid = os.fork()
     if pid: return pid
     code = 1
     try:
         os.environ.pop('MINIAI_TEST_KILL_AT', None)
-        if kill_at: os.environ['MINIAI_TEST_KILL_AT'] = kill_at
+        if kill_at and kill_at.startswith('batch_done'): batch_fault(kill_at)
+        elif kill_at: os.environ['MINIAI_TEST_KILL_AT'] = kill_at
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1); os.dup2(devnull, 2)
         main(**kwargs)
@@ -265,30 +279,37 @@ def run_chains(chains, workers=2, env=ENV, warm_up=None):
 # Spread over the run: mid-epoch (after a batch), inside a CSV write (the new file complete, not yet renamed into
 # place), between metrics.csv and batches.csv, inside a checkpoint write, between best.pt and last.pt (epoch 0 is
 # always the best so far), and just after last.pt (the last one: after the final checkpoint, before the plots).
-# (And `args_tmp_written`, inside the write of args.json: see the test.)
+# (And `args_tmp_written`, inside the write of args.json: see the test.) With `:TERM` the process gets SIGTERM there
+# instead of SIGKILL: it stops at the next batch's end with its place saved (exit status 143), mid-epoch or, signalled
+# inside a checkpoint or CSV write, once that epoch's files are written.
 KILL_POINTS = ([f'batch_done@{n}' for n in (1, 2, 4, 5, 7, 10, 12)] +
                [f'csv_tmp_written@{n}' for n in (1, 2, 3, 5, 7, 9)] +   # per epoch: metrics and batches, then metrics
                [f'metrics_csv_written@{n}' for n in (1, 2, 4, 6)] +
                [f'save_tmp_written@{n}' for n in (1, 2, 3)] +           # one Learner.save per epoch
-               ['best_written@1'] + [f'last_written@{n}' for n in (1, 2, 3)])
+               ['best_written@1'] + [f'last_written@{n}' for n in (1, 2, 3)] +
+               [f'batch_done@{n}:TERM' for n in (1, 6, 12)] + ['save_tmp_written@1:TERM', 'csv_tmp_written@3:TERM'])
 
 
 def test_killed_anywhere_a_run_resumes_to_the_uninterrupted_weights(tiny_data, tmp_path):
     start, cpu = time.time(), os.times()
     env = {**ENV, 'MINIAI_CACHE': str(tmp_path/'cache')}
     args = dict(data=tiny_data, **TINY)
-    ref, folders = tmp_path/'ref', {point: tmp_path/point.replace('@', '-') for point in KILL_POINTS}
+    ref, folders = tmp_path/'ref', {point: tmp_path/point.replace('@', '-').replace(':', '-') for point in KILL_POINTS}
     # Killed inside the write of args.json, a run has nothing to resume: the same --out starts it afresh.
     again = tmp_path/'args_tmp_written'
     chains = ([[[{**args, 'out': str(again)}, 'args_tmp_written'], [{**args, 'out': str(again)}, None]]] +
-              [[[{**args, 'out': str(folders[pt])}, pt], [{'resume': str(folders[pt])}, None]] for pt in KILL_POINTS])
+              # resumed with --resume after SIGKILL; with the same command and --auto_resume (a requeued job) after SIGTERM
+              [[[{**args, 'out': str(folders[pt])}, pt],
+                [{**args, 'out': str(folders[pt]), 'auto_resume': True} if ':TERM' in pt else {'resume': str(folders[pt])}, None]]
+               for pt in KILL_POINTS])
     results = run_chains(chains, env=env, warm_up={**args, 'out': str(ref)})   # the uninterrupted run, in the server
     assert results[0] == [-signal.SIGKILL, 0]
     assert sorted(p.name for p in again.iterdir()) == sorted(RUN_FILES) and same_weights(again/'last.pt', ref/'last.pt')
     assert best_epoch(ref) == read_checkpoint(ref/'best.pt')['epoch'] and sorted(p.name for p in ref.iterdir()) == sorted(RUN_FILES)
     for point, statuses in zip(KILL_POINTS, results[1:]):
         out = folders[point]
-        assert statuses == [-signal.SIGKILL, 0], f'{point}: exit statuses {statuses} (killed, then resumed)'
+        stopped = 143 if ':TERM' in point else -signal.SIGKILL
+        assert statuses == [stopped, 0], f'{point}: exit statuses {statuses} (stopped, then resumed)'
         assert sorted(f.name for f in out.iterdir()) == sorted(RUN_FILES), f'{point}: {leftovers(out)} left'
         assert same_weights(out/'last.pt', ref/'last.pt'), f'{point}: the resumed run ends with other weights'
         assert read_rows(out/'metrics.csv') == read_rows(ref/'metrics.csv'), point
@@ -301,56 +322,89 @@ def test_killed_anywhere_a_run_resumes_to_the_uninterrupted_weights(tiny_data, t
           f'{used.children_user - cpu.children_user + used.children_system - cpu.children_system:.1f}s of CPU')
 
 
-# ---------- two processes under torchrun ----------
-
-def torchrun(*args, env=ENV):
-    return subprocess.run([os.path.join(SCRIPTS, 'torchrun'), '--standalone', '--nproc_per_node', '2',
-                           os.path.join(SCRIPTS, 'miniai_train'), *args], capture_output=True, text=True, env=env, timeout=300)
+# (Two processes under torchrun, killed or stopped and resumed: tests/test_cluster.py.)
 
 
-def test_the_main_job_under_torchrun_killed_and_resumed(tiny_data, tmp_path):
-    """Two processes started by torchrun: Accelerate shares out the batches, one table, one set of files. Killed (both
-    processes) in the middle of an epoch and resumed under torchrun, the run ends with the uninterrupted run's weights:
-    the resumed epoch sees its batches in the same order."""
-    env = {**ENV, 'MINIAI_CACHE': str(tmp_path/'cache')}
-    opts = ['--data', tiny_data, '--epochs', '2', '--bs', '32', '--widths', '4,4,4,4', '--n_holdout', '32']
-    ref, out = tmp_path/'two', tmp_path/'killed'
-    res = torchrun(*opts, '--out', str(ref), env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count('accuracy  loss') == 1 and res.stdout.count('validation accuracy after 2 epochs') == 1
-    assert sorted(p.name for p in ref.iterdir()) == sorted(RUN_FILES)
-    assert len(read_rows(ref/'metrics.csv')) == 4                # 2 epochs x (train, eval), once each
-    assert len(read_rows(ref/'batches.csv')) == 2*128//32//2     # a row per step; each step takes a batch from each process
-    assert f"{commands._evaluate(ref, split='valid')[0]:.4f}" == printed_accuracy(res.stdout, 'validation accuracy')
-    # Each process has 2 of the 4 batches of an epoch: its 3rd batch is the first of the second epoch.
-    killed = torchrun(*opts, '--out', str(out), env={**env, 'MINIAI_TEST_KILL_AT': 'batch_done@3'})
-    assert killed.returncode != 0 and read_checkpoint(out/'last.pt')['epoch'] == 0
-    res = torchrun('--resume', str(out), env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert f'resuming {out} after epoch 1' in res.stdout
-    assert same_weights(out/'last.pt', ref/'last.pt') and read_rows(out/'metrics.csv') == read_rows(ref/'metrics.csv')
-    assert read_rows(out/'batches.csv') == read_rows(ref/'batches.csv')
+# ---------- Ctrl-C and SIGTERM ----------
 
-
-# ---------- Ctrl-C ----------
-
-def test_ctrl_c_stops_cleanly_with_the_resume_hint(tiny_data, tmp_path):
-    "A real SIGINT to a running miniai_train: exit status 130, one line that says how to resume, no traceback, last.pt intact."
-    out = tmp_path/'run'
+def test_ctrl_c_and_sigterm_stop_cleanly_with_the_resume_hint(tiny_data, tmp_path):
+    """A real SIGINT to one running miniai_train and a real SIGTERM (a scheduler's "stop now") to another: exit status
+    130 and 143, one line that says what last.pt holds and how to resume, no traceback, last.pt intact."""
     env = {**ENV, 'MINIAI_CACHE': str(tmp_path/'cache')}
     exe = os.path.join(SCRIPTS, 'miniai_train')
-    p = subprocess.Popen([exe, '--data', tiny_data, '--epochs', '1000', '--bs', '32', '--widths', '4,4,4,4',
-                          '--n_holdout', '32', '--out', str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                         # Ctrl-C's default, as in a terminal: a shell script's background jobs start with SIGINT ignored
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 120
-    while not (out/'last.pt').exists() and p.poll() is None and time.time() < deadline: time.sleep(0.05)
-    time.sleep(0.3)   # into a later epoch
-    p.send_signal(signal.SIGINT)
-    stdout, stderr = p.communicate(timeout=60)
-    assert p.returncode == 130, stderr[-2000:]
-    assert 'Traceback' not in stderr and stderr.count('\n') == 1, stderr
-    assert stderr.startswith('miniai_train: stopped (Ctrl-C); ') and stderr.endswith(f'Continue with: miniai_train --resume {out}\n')
-    done = read_checkpoint(out/'last.pt')['epoch']   # intact: it reads, and it is the epoch the line names
-    assert f'holds the run to the end of epoch {done+1}.' in stderr and done < 999
-    assert leftovers(out) == []
+    def start(out): return subprocess.Popen(
+        [exe, '--data', tiny_data, '--epochs', '1000', '--bs', '32', '--widths', '4,4,4,4', '--n_holdout', '32', '--out', str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # Ctrl-C's default, as in a terminal: a shell script's background jobs start with SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    runs = {signal.SIGINT: (tmp_path/'int', 130, 'Ctrl-C'), signal.SIGTERM: (tmp_path/'term', 143, 'SIGTERM')}
+    procs = {sig: start(out) for sig, (out, _, _) in runs.items()}
+    for sig, p in procs.items():
+        out, deadline = runs[sig][0], time.time() + 600   # generous: a loaded machine starts Python slowly
+        while not (out/'last.pt').exists() and p.poll() is None and time.time() < deadline: time.sleep(0.05)
+        assert (out/'last.pt').exists(), f'{out}: no checkpoint yet'
+        time.sleep(0.3)   # into a later epoch
+        p.send_signal(sig)
+    for sig, p in procs.items():
+        out, code, why = runs[sig]
+        stdout, stderr = p.communicate(timeout=60)
+        assert p.returncode == code, stderr[-2000:]
+        assert 'Traceback' not in stderr and stderr.count('\n') == 1, stderr
+        assert stderr.startswith(f'miniai_train: stopped ({why}); ') and stderr.endswith(f'Continue with: miniai_train --resume {out}\n')
+        ckpt = read_checkpoint(out/'last.pt')   # intact: it reads, and it is the place the line names
+        place = ckpt['place']
+        held = f"batch {place['batch']} of epoch {place['epoch']+1}." if place else f"the end of epoch {ckpt['epoch']+1}."
+        assert f'holds the run to {held}' in stderr and ckpt['epoch'] < 999
+        assert leftovers(out) == []
+
+
+def test_auto_resume(tiny_data, tmp_path, capsys):
+    "--auto_resume with --out: starts a run where there is none, continues one (the same command), refuses other settings."
+    out = tmp_path/'run'
+    args = dict(data=tiny_data, **{**TINY, 'epochs': 1}, out=str(out), auto_resume=True)
+    main(**args)
+    assert 'results go to' in capsys.readouterr().out
+    main(**args)
+    assert 'has finished all its 1 epochs: nothing to resume.' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e: main(**{**args, 'lr': 0.5, 'seed': 3})
+    assert e.value.code == (f"miniai_train: --auto_resume: {out} holds a run with other settings: --lr 0.5 (the run: 0.01); "
+                            f"--seed 3 (the run: 1). Give its settings to continue it, or another --out for a new run.")
+    with pytest.raises(SystemExit, match='--auto_resume needs --out'): main(auto_resume=True)
+    with pytest.raises(SystemExit, match='not with --resume or --overwrite'): main(**args, overwrite=True)
+
+
+def test_a_full_disk_gives_one_line(tiny_data, tmp_path):
+    "A file-size limit (what a full disk looks like to a writer) that a checkpoint passes: one line, exit status 1, no temporary file left."
+    import resource
+    main(out=str(tmp_path/'warm'), data=tiny_data, **{**TINY, 'epochs': 1})   # the data cache is written: only the run writes below
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit then fails with EFBIG instead of killing
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, hard))   # args.json and the CSV files fit, a checkpoint does not
+        with pytest.raises(SystemExit) as e: main(out=str(tmp_path/'full'), data=tiny_data, **{**TINY, 'epochs': 1})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+    msg = e.value.code
+    assert isinstance(msg, str) and msg.startswith('miniai_train: ') and 'best.pt' in msg and '\n' not in msg, msg
+    assert leftovers(tmp_path/'full') == []
+
+
+def test_a_bug_that_raises_value_error_keeps_its_traceback(tiny_data, tmp_path, monkeypatch):
+    "A ValueError from deep inside (like a scheduler stepped too often) is a bug, not bad input: it is not turned into one line."
+    def broken(*args, **kwargs): raise ValueError('Tried to step 9 times. The specified number of total steps is 8')
+    monkeypatch.setattr(commands, 'train', broken)
+    with pytest.raises(ValueError, match='Tried to step 9 times'): main(out=str(tmp_path/'bug'), data=tiny_data, **TINY)
+
+
+def test_no_test_hook_on_the_per_batch_path(tiny_data, tmp_path, monkeypatch):
+    "The test hooks lie at the few moments a file is written, never in the per-batch path: as many calls for twice the batches."
+    import miniai.checkpoint as checkpoint
+    calls = []
+    for mod in (commands, checkpoint): monkeypatch.setattr(mod, '_kill_point', calls.append)
+    counts = []
+    for bs in (32, 16):   # 4, then 8 training batches an epoch
+        calls.clear()
+        main(out=str(tmp_path/f'bs{bs}'), data=tiny_data, **{**TINY, 'bs': bs})
+        counts.append(len([c for c in calls if c != 'best_written']))   # (best.pt is written when an epoch is the best so far)
+    assert counts[0] == counts[1] and 'batch_done' not in calls, (counts, sorted(set(calls)))
