@@ -22,7 +22,7 @@ from .resnet import ResBlock, act_gr
 
 # %% auto #0
 __all__ = ['NORMS', 'MODELS', 'RECIPES', 'normalise_batch', 'input_stats', 'cnn_model', 'resnet_model', 'crop_flip', 'FlipTTA',
-           'get_recipe', 'get_learner', 'train']
+           'get_recipe', 'recipes_help', 'get_learner', 'train']
 
 # %% ../nbs/16_train.ipynb #905196a4
 NORMS = {'batch': nn.BatchNorm2d, 'layer': LayerNorm, 'running': RunningBatchNorm, 'none': None}
@@ -96,6 +96,10 @@ def get_recipe(name:str='default', **changes) -> dict:
     unknown = sorted(set(changes) - set(recipe))
     if unknown: raise ValueError(f"recipe {name!r} has no setting {', '.join(unknown)}; its settings are: {', '.join(recipe)}.")
     return recipe | {k: v for k, v in changes.items() if v is not None}
+
+def recipes_help() -> str:
+    "One line per recipe: its name and its help (for `miniai_train --help`)."
+    return '\n'.join(f"{name}: {r['help']}" for name, r in RECIPES.items())
 
 # %% ../nbs/16_train.ipynb #876d5008
 def get_learner(dls, epochs:int=None, lr:float=None, nfs=None, norm=None, device=None, progress:bool=True, cbs=(),

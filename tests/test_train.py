@@ -8,7 +8,7 @@ import miniai.learner
 from miniai.datasets import load_fashion_mnist, decoded_dls
 from miniai.learner import RecorderCB, BatchSchedCB, MetricsCB, DeviceCB
 from miniai.init import BatchTransformCB
-from miniai.train import train, input_stats, get_learner, get_recipe, RECIPES, crop_flip, FlipTTA, cnn_model
+from miniai.train import train, input_stats, get_learner, get_recipe, recipes_help, RECIPES, crop_flip, FlipTTA, cnn_model
 import miniai.checkpoint   # noqa: F401  (adds `Learner.get_preds`, which `miniai_eval` uses)
 
 
@@ -51,6 +51,7 @@ def test_recipe_settings_are_replaced_only_where_given():
     assert get_recipe('resnet')['epochs'] == RECIPES['resnet']['epochs']
     for name, recipe in RECIPES.items():   # each says what it costs and what it reaches
         assert 'test' in recipe['help'] and ('s ' in recipe['help'] or 'minute' in recipe['help']), name
+    assert recipes_help().splitlines() == [f"{name}: {r['help']}" for name, r in RECIPES.items()]
 
 
 @pytest.mark.parametrize('name', list(RECIPES))
@@ -62,7 +63,7 @@ def test_each_recipes_learner_has_the_recipes_callbacks_and_model(small, name):
     guard = getattr(miniai.learner, 'NonFiniteGuardCB', None)
     if guard is not None: assert kinds.count(guard) == 1, name
     augments = [cb for cb in learn.cbs if isinstance(cb, BatchTransformCB) and cb.tfm.__name__ == '_crop_flip']
-    assert len(augments) == (1 if RECIPES[name]['augment'] else 0)
+    assert len(augments) == (1 if RECIPES[name]['pad'] or RECIPES[name]['flip'] else 0)
     assert all(cb.on_train and not cb.on_valid for cb in augments)   # the test images are never augmented
     assert isinstance(learn.model, FlipTTA) == RECIPES[name]['tta']
     assert learn.model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
@@ -70,7 +71,7 @@ def test_each_recipes_learner_has_the_recipes_callbacks_and_model(small, name):
     sched = next(cb for cb in learn.cbs if isinstance(cb, BatchSchedCB)).sched
     learn.opt = learn.opt_func(learn.model.parameters(), learn.lr)
     s = sched(learn.opt)
-    assert s.total_steps == 2*len(dls.train) and s.max_lrs == [RECIPES[name]['lr']]
+    assert s.total_steps == 2*len(dls.train) and learn.opt.param_groups[0]['max_lr'] == RECIPES[name]['lr']
 
 
 def test_crop_flip_keeps_shape_and_only_shifts_and_mirrors():
@@ -96,7 +97,7 @@ def test_tta_is_the_mean_of_the_two_predictions_and_miniai_eval_gets_it(small):
         tta.eval()
         torch.testing.assert_close(tta(xb), (tta.model(xb) + tta.model(xb.flip(-1)))/2)
     # A TTA recipe's get_preds (what `miniai_eval` reports) is the mean of the inner model's two predictions
-    learn = get_learner(decoded_dls(small, 64), epochs=1, progress=False, stats=(0., 1.), nfs=(1, 8, 16, 32, 64))
+    learn = get_learner(decoded_dls(small, 64), epochs=1, progress=False, stats=(0., 1.), nfs=(1, 8, 16, 32, 64), tta=True)
     assert isinstance(learn.model, FlipTTA)
     preds, targs = learn.get_preds()
     inner = learn.model.model.eval()
