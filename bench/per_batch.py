@@ -8,17 +8,21 @@ The ways, each timed on a fresh copy of the same starting weights:
              under no_grad
   bare       TrainLearner + DeviceCB
   metrics    + MetricsCB(accuracy)
-  progress   + ProgressCB (console bars drawn into a buffer, as in a terminal)
+  progress   + ProgressCB (console bars drawn into a buffer, as in a terminal) + NonFiniteGuardCB: what a user runs
+  main_loop  a hand-written loop that does the main job's work: the loop above, plus the input normalisation, a
+             one-cycle schedule stepped each training batch, and each batch's loss kept (on the device)
   main_job   the main job's callbacks: `get_learner`'s set (DeviceCB, the input normalisation, MetricsCB, the
-             one-cycle BatchSchedCB, ProgressCB) + RunLogCB + CheckpointCB writing to a temporary folder; the model
-             and optimizer (SGD) are the others', so only the callbacks differ
+             one-cycle BatchSchedCB, ProgressCB, NonFiniteGuardCB: added here if the recipe lacks it) + RunLogCB +
+             CheckpointCB writing to a temporary folder; the model and optimizer (SGD) are the others', so only the
+             callbacks differ. It is compared with main_loop as well as with loop
 Two modes, both interleaved (each round runs every way, the first way rotating), so that a slow spell of a shared
 machine hits all alike:
   fresh      each timed run in a new Python process (one warm-up fit first): medians over `--rounds` rounds
   one        all runs in this process: the fastest of `--rounds` rounds (noise only adds time), steadier under load
 Printed: microseconds per batch (training and validation batches together), wall-clock and this process's CPU time
-(the steadier of the two on a loaded machine), and the difference from the loop.
-Goals (issue 16): bare <= 10 us over the loop, progress (metrics + progress) <= 25 us, main_job <= 40 us.
+(the steadier of the two on a loaded machine), and the difference from the loop (main_job: also from main_loop).
+Goals (issue 22): progress (metrics + progress + the guard) <= 25 us over the loop, main_job <= 25 us over main_loop;
+(issue 16) bare <= 10 us over the loop.
 
     python bench/per_batch.py [--mode both|fresh|one] [--rounds 9] [--n_train 400] [--n_valid 100]
 """
@@ -33,10 +37,11 @@ from fastcore.script import call_parse
 
 from miniai.data import BatchDataset, batch_dl
 from miniai.datasets import DataLoaders
-from miniai.learner import TrainLearner, DeviceCB, MetricsCB, ProgressCB
+from torch.optim import lr_scheduler
+from miniai.learner import TrainLearner, DeviceCB, MetricsCB, ProgressCB, NonFiniteGuardCB
 from learner_overhead import loop_epoch   # the hand-written loop both benches measure against (bench/ is on sys.path)
 
-WAYS = ('loop', 'bare', 'metrics', 'progress', 'main_job')
+WAYS = ('loop', 'bare', 'metrics', 'progress', 'main_loop', 'main_job')
 BS = 64
 
 
@@ -54,6 +59,30 @@ def get_model():
     return nn.Linear(32, 10)
 
 
+MEAN, STD = 0.5, 0.289   # the bench's random pixels: uniform over 0..255, read on the [0, 1] scale
+
+def main_loop_epoch(model, dls, lr, device):
+    "`loop_epoch` doing the main job's work: inputs normalised, one-cycle stepped each training batch, every loss kept."
+    model.to(device)
+    opt = optim.SGD(model.parameters(), lr)
+    sched = lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=len(dls.train))
+    losses = []
+    model.train()
+    for xb, yb in dls.train:
+        xb, yb = xb.to(device), yb.to(device)
+        loss = F.cross_entropy(model((xb - MEAN) / STD), yb)
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(loss.detach())
+    model.eval()
+    with torch.no_grad():
+        for xb, yb in dls.valid:
+            xb, yb = xb.to(device), yb.to(device)
+            losses.append(F.cross_entropy(model((xb - MEAN) / STD), yb))
+    return losses
+
 def learner_fit(model, dls, cbs, lr=0.1):
     with contextlib.redirect_stdout(io.StringIO()):   # the table and bars are drawn, into a buffer
         TrainLearner(model, dls, F.cross_entropy, lr=lr, cbs=cbs).fit(1)
@@ -64,8 +93,9 @@ def main_job_fit(model, dls, lr=0.1):
     from miniai.checkpoint import CheckpointCB
     from miniai.commands import RunLogCB
     with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
-        learn = get_learner(dls, 1, lr=lr, device='cpu', progress=True,
+        learn = get_learner(dls, 1, lr=lr, device='cpu', progress=True, stats=(MEAN, STD),
                             cbs=[RunLogCB(folder), CheckpointCB(folder, monitor='accuracy', mode='max')])
+        if not any(isinstance(cb, NonFiniteGuardCB) for cb in learn.cbs): learn.cbs.append(NonFiniteGuardCB())
         for cb in learn.cbs:
             if isinstance(cb, ProgressCB): cb.bars = True   # as in a terminal, like the `progress` way
         learn.model, learn.opt_func = model, optim.SGD
@@ -78,7 +108,8 @@ def run_way(way, dls):
             'bare': lambda: learner_fit(model, dls, [DeviceCB('cpu')]),
             'metrics': lambda: learner_fit(model, dls, [DeviceCB('cpu'), MetricsCB(accuracy=MulticlassAccuracy())]),
             'progress': lambda: learner_fit(model, dls, [DeviceCB('cpu'), MetricsCB(accuracy=MulticlassAccuracy()),
-                                                         ProgressCB(bars=True)]),
+                                                         ProgressCB(bars=True), NonFiniteGuardCB()]),
+            'main_loop': lambda: main_loop_epoch(model, dls, 0.1, 'cpu'),
             'main_job': lambda: main_job_fit(model, dls)}
     start, start_cpu = time.perf_counter(), time.process_time()
     fits[way]()
@@ -97,6 +128,8 @@ def report(title, secs, n_batches):
         for i in (0, 1):
             cols += [f'{us[w][i]:.1f}', '-' if w == 'loop' else f"{us[w][i] - us['loop'][i]:+.1f}"]
         print(f'  {w:10} ' + ' '.join(f'{c:>14}' for c in cols))
+    print(f"  {'main_job over main_loop':25} wall {us['main_job'][0] - us['main_loop'][0]:+.1f} us/batch, "
+          f"CPU {us['main_job'][1] - us['main_loop'][1]:+.1f} us/batch")
     return us
 
 def one_process(dls, rounds, n_batches):

@@ -1,5 +1,5 @@
 "Behaviour of `miniai.learner` that would clutter the lesson: event order, cancelling, faults, bad input, determinism, console output."
-import math, os, subprocess, sys, textwrap
+import contextlib, copy, io, math, os, subprocess, sys, textwrap
 from functools import partial
 from types import SimpleNamespace
 
@@ -9,7 +9,11 @@ import torch.nn.functional as F
 from torch import nn, optim
 from torch.optim import lr_scheduler
 from torch.utils.data import DataLoader, TensorDataset
-from torcheval.metrics import MulticlassAccuracy
+from torcheval.metrics import Mean, MulticlassAccuracy
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from miniai.datasets import DataLoaders
 
 from miniai.learner import *
 from conftest import LessonLearner, make_tiny_dls
@@ -20,6 +24,31 @@ def make_dls(n_train=8, n_valid=4, bs=4): return make_tiny_dls(n_train, n_valid,
 def make_model(seed=0):
     torch.manual_seed(seed)
     return nn.Linear(3, 1)
+
+
+# Optimizers written from scratch (issue 23): only `step` and `zero_grad`, no `param_groups`, no `state_dict`.
+
+class ScratchSGD:
+    "The course's from-scratch SGD: its own `params`, `lr` and `wd`; nothing else of `torch.optim.Optimizer`."
+    def __init__(self, params, lr, wd=0.): self.params, self.lr, self.wd = list(params), lr, wd
+    def step(self):
+        with torch.no_grad():
+            for p in self.params:
+                if self.wd: p *= 1 - self.lr * self.wd
+                p -= p.grad * self.lr
+    def zero_grad(self):
+        for p in self.params: p.grad.data.zero_()
+
+class BareOpt:
+    "An optimizer that is nothing but `step` and `zero_grad` over the parameters it was given (no `params` attribute either)."
+    def __init__(self, params, lr):
+        ps = list(params)
+        def step():
+            with torch.no_grad():
+                for p in ps: p -= lr * p.grad
+        def zero_grad():
+            for p in ps: p.grad = None
+        self.step, self.zero_grad = step, zero_grad
 
 
 class EventRecorder(Callback):
@@ -295,13 +324,14 @@ class NaNAt(Callback):
 
 def test_nan_training_loss_is_a_clear_error_at_the_end_of_the_pass_and_never_reaches_the_weights():
     model = make_model()
-    learn = TrainLearner(model, make_dls(n_train=40), F.mse_loss, cbs=[NaNAt(2, 5), MetricsCB()])   # 10 batches
-    with pytest.raises(FloatingPointError, match=r'(?s)nan at epoch 0, batch 2 \(2 of .* 10 batches.*lr_find.*no NaN'):
+    learn = TrainLearner(model, make_dls(n_train=40), F.mse_loss, cbs=[NaNAt(2, 5), NonFiniteGuardCB(), MetricsCB()])   # 10 batches
+    with pytest.raises(FloatingPointError, match=r'(?s)not finite at epoch 0, batch 2 \(2 of .* 10 batches.*lr_find.*'
+                                                  r'steps were skipped.*Checked now: the weights hold no NaN'):
         learn.fit(3)
     assert (learn.epoch, learn.iter, learn.training) == (0, 9, True)   # raised after the pass's last batch, no later
-    assert learn.metrics.history == []                                   # the bad pass logged no row
-    assert len(learn.cbs) == 2
-    # With plain SGD a zeroed gradient moves nothing: the weights are those of a fit that skipped batches 2 and 5.
+    assert learn.metrics.history == []                                   # the guard runs first: the bad pass logged no row
+    assert len(learn.cbs) == 3
+    # The weights are those of a fit that skipped batches 2 and 5.
     class Skip(Callback):
         def after_loss(self, learn):
             if learn.training and learn.iter in (2, 5): raise CancelBatchException()
@@ -309,22 +339,125 @@ def test_nan_training_loss_is_a_clear_error_at_the_end_of_the_pass_and_never_rea
     TrainLearner(skipped, make_dls(n_train=40), F.mse_loss, cbs=Skip()).fit(1, valid=False)
     for p, q in zip(model.parameters(), skipped.parameters()): assert torch.isfinite(p).all() and torch.equal(p, q)
 
-def test_nan_guard_with_momentum_keeps_the_weights_finite():
-    model = make_model()
-    learn = TrainLearner(model, make_dls(n_train=40), F.mse_loss, opt_func=partial(optim.AdamW, weight_decay=0.1),
-                         cbs=[NaNAt(*range(3, 10)), MetricsCB()])
-    with pytest.raises(FloatingPointError, match='batch 3 \\(7 of'): learn.fit(1)
-    assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert all(torch.isfinite(v).all() for st in learn.opt.state.values() for v in st.values() if torch.is_tensor(v))
+def test_without_the_guard_there_is_no_guard():
+    "A learner without `NonFiniteGuardCB` is not guarded: the NaN batch's step fills the weights with NaN, the row says nan."
+    model, metrics = make_model(), MetricsCB()
+    TrainLearner(model, make_dls(n_train=40), F.mse_loss, cbs=[NaNAt(2), metrics]).fit(1)
+    assert not all(torch.isfinite(p).all() for p in model.parameters()) and math.isnan(metrics.history[0]['loss'])
 
-def test_without_the_guard_the_same_nan_would_reach_the_weights():
-    "The check above can fail: with `after_backward` silenced, the NaN batch's step fills the weights with NaN."
-    class Unguarded(MetricsCB):
-        def after_backward(self, learn): pass
-    model = make_model()
-    with pytest.raises(FloatingPointError, match='may hold NaN'):
-        TrainLearner(model, make_dls(n_train=40), F.mse_loss, cbs=[NaNAt(2), Unguarded()]).fit(1)
-    assert not all(torch.isfinite(p).all() for p in model.parameters())
+class NaNGrad(nn.Module):
+    "A linear model whose loss gets `sqrt(0 * w).sum()` (0, finite) at chosen batches: its gradient is 0 * inf = NaN."
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.bad = nn.Linear(3, 1), False
+    def forward(self, x):
+        out = self.lin(x)
+        return out + (0 * self.lin.weight).sqrt().sum() if self.bad else out
+
+def test_a_nan_gradient_from_a_finite_loss_is_caught():
+    class BadAt(Callback):
+        order = -5
+        def before_batch(self, learn): learn.model.bad = learn.training and learn.iter == 3
+    model, losses = NaNGrad(), []
+    class Losses(Callback):
+        def after_loss(self, learn): losses.append(learn.loss.item())
+    learn = TrainLearner(model, make_dls(n_train=40), F.mse_loss, cbs=[BadAt(), Losses(), NonFiniteGuardCB()])
+    with pytest.raises(FloatingPointError, match=r'(?s)batch 3 \(1 of .*weights hold no NaN'): learn.fit(1)
+    assert all(math.isfinite(l) for l in losses)   # the loss was finite throughout: only the gradient told
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    # The check can fail: unguarded, the same batch puts NaN in the weights.
+    model = NaNGrad()
+    TrainLearner(model, make_dls(n_train=40), F.mse_loss, cbs=[BadAt()]).fit(1)
+    assert not torch.isfinite(model.lin.weight).all()
+
+class Snapshot(Callback):
+    "The weights and the optimizer's state just before and just after training batch `i`."
+    order = 5
+    def __init__(self, i): self.i = i
+    def _take(self, learn):
+        opt = learn.opt
+        if isinstance(opt, optim.Optimizer): state = copy.deepcopy(opt.state_dict()['state'])
+        else: state = ({k: v for k, v in vars(opt).items() if k != 'params'}, [copy.deepcopy(vars(p)) for p in opt.params])
+        return [p.detach().clone() for p in learn.model.parameters()], state
+    def before_batch(self, learn):
+        if learn.training and learn.iter == self.i: self.before = self._take(learn)
+    def after_batch(self, learn):
+        if learn.training and learn.iter == self.i: self.after = self._take(learn)
+
+def same(a, b):
+    "Exactly equal, through dicts, lists and tuples of tensors and numbers."
+    if torch.is_tensor(a): return torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict): return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)): return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+class ScratchMomentum(ScratchSGD):
+    "A from-scratch optimizer with state: a momentum buffer on each parameter and a Python step count."
+    def __init__(self, params, lr, mom=0.9): super().__init__(params, lr); self.mom, self.i = mom, 0
+    def step(self):
+        with torch.no_grad():
+            for p in self.params:
+                if not hasattr(p, 'grad_avg'): p.grad_avg = torch.zeros_like(p.grad)
+                p.grad_avg = p.grad_avg * self.mom + p.grad
+                p -= self.lr * p.grad_avg
+        self.i += 1
+
+OPTIMIZERS = {'SGD': optim.SGD, 'SGD momentum': partial(optim.SGD, momentum=0.9),
+              'SGD weight decay': partial(optim.SGD, weight_decay=0.1), 'Adam': optim.Adam,
+              'AdamW': partial(optim.AdamW, weight_decay=0.1)}
+OPTIMIZERS.update({f'{k} fused': partial(v, fused=True) for k, v in list(OPTIMIZERS.items())})
+OPTIMIZERS['from scratch, momentum'] = ScratchMomentum
+
+@pytest.mark.parametrize('name', OPTIMIZERS)
+def test_a_skipped_step_leaves_weights_and_optimizer_state_exactly_as_before(name):
+    def fit(guard, bad=3):
+        snap = Snapshot(bad)
+        learn = TrainLearner(make_model(), make_dls(n_train=40), F.mse_loss, lr=0.05, opt_func=OPTIMIZERS[name],
+                             cbs=[NaNAt(bad), snap, MetricsCB()] + ([NonFiniteGuardCB()] if guard else []))
+        if guard:
+            with pytest.raises(FloatingPointError, match=f'batch {bad} .*weights hold no NaN'): learn.fit(1)
+        else: learn.fit(1)
+        grad_avgs = [p.grad_avg.clone() for p in learn.model.parameters()] if hasattr(learn.opt, 'mom') else []
+        return snap, learn, grad_avgs
+    snap, learn, _ = fit(guard=True)
+    assert same(snap.before, snap.after)
+    if name.startswith('from scratch'): assert snap.before[1][0]['i'] == 3 and 'grad_avg' in snap.before[1][1][0]
+    elif 'momentum' in name or 'Adam' in name: assert len(snap.before[1]) == 2   # the state existed, and held still
+    # The check can fail: without the guard the same batch changes them.
+    snap, _, _ = fit(guard=False)
+    assert not same(snap.before, snap.after)
+    # A from-scratch optimizer keeps its state on the parameters: held too (it is read once per batch, see the notebook).
+    if name.startswith('from scratch'):
+        snap, learn, avgs = fit(guard=True, bad=0)   # the very first step skipped: no buffer made from NaN
+        assert learn.opt.i == 9 and all(torch.isfinite(a).all() for a in avgs)
+
+def test_the_first_step_skipped_creates_no_state_from_nan():
+    "The first step creates the optimizer's state (a fused SGD's momentum buffer uninitialised): the guard reads, once, and skips it."
+    for opt_func in (partial(optim.SGD, momentum=0.9, fused=True), optim.Adam):
+        model = make_model()
+        learn = TrainLearner(model, make_dls(n_train=40), F.mse_loss, lr=0.05, opt_func=opt_func,
+                             cbs=[NaNAt(0), NonFiniteGuardCB()])
+        with pytest.raises(FloatingPointError, match=r'batch 0 \(1 of'): learn.fit(1)
+        assert all(torch.isfinite(v).all() for st in learn.opt.state.values() for v in st.values())
+        # Its state is that of an optimizer that never saw batch 0: the same weights as a fit that skipped it.
+        class Skip(Callback):
+            def after_loss(self, learn):
+                if learn.training and learn.iter == 0: raise CancelBatchException()
+        ref = make_model()
+        TrainLearner(ref, make_dls(n_train=40), F.mse_loss, lr=0.05, opt_func=opt_func, cbs=Skip()).fit(1, valid=False)
+        for p, q in zip(model.parameters(), ref.parameters()): assert torch.equal(p, q)
+
+def test_the_guard_puts_nothing_on_the_optimizer_between_steps():
+    "What the guard hands a fused optimizer for one step (`found_inf`) is taken back, also when a batch is cancelled after backward."
+    class CancelAfterBackward(Callback):
+        order = 5
+        def after_backward(self, learn):
+            if learn.iter == 1: raise CancelBatchException()
+    learn = TrainLearner(make_model(), make_dls(n_train=16), F.mse_loss, opt_func=partial(optim.SGD, fused=True),
+                         cbs=[CancelAfterBackward(), NonFiniteGuardCB()])
+    learn.fit(1)
+    assert not hasattr(learn.opt, 'found_inf') and not hasattr(learn.opt, 'grad_scale')
 
 def test_nan_in_validation_is_reported_not_raised(capsys):
     class NaNValid(Callback):
@@ -364,12 +497,19 @@ def test_every_callback_works_under_the_lesson_learner(capsys):
     assert ours[3] == lesson[3] and ours[3].splitlines()[0].split() == ['MulticlassAccuracy', 'loss', 'epoch', 'train']
 
 def test_nan_guard_and_lr_finder_under_the_lesson_learner():
+    "Without an `after_backward` event the guard can only see the loss after the step: it says so, and checks the weights."
     class NaNAfter(Callback):
         order = -5
         def after_batch(self, learn):
             if learn.training and learn.iter == 2: learn.loss = learn.loss * float('nan')
-    learn = LessonLearner(make_model(), make_dls(n_train=40), F.mse_loss, 0.01, [TrainCB(), NaNAfter(), MetricsCB()])
-    with pytest.raises(FloatingPointError, match='batch 2 .*may hold NaN'): learn.fit(1)   # no `after_backward` there
+    learn = LessonLearner(make_model(), make_dls(n_train=40), F.mse_loss, 0.01, [TrainCB(), NaNAfter(), NonFiniteGuardCB()])
+    with pytest.raises(FloatingPointError, match='batch 2 .*no `after_backward`.*weights hold no NaN'): learn.fit(1)
+    class NaNLoss(Callback):   # after `TrainCB.get_loss`: the NaN reaches backward and the step
+        order = 1
+        def get_loss(self, learn):
+            if learn.training and learn.iter == 2: learn.loss = learn.loss * float('nan')
+    learn = LessonLearner(make_model(), make_dls(n_train=40), F.mse_loss, 0.01, [TrainCB(), NaNLoss(), NonFiniteGuardCB()])
+    with pytest.raises(FloatingPointError, match='batch 2 .*no `after_backward`.*weights hold NaN or infinity'): learn.fit(1)
     finder = LRFinderCB(gamma=2)
     LessonLearner(make_model(), make_dls(n_train=800, bs=8), F.mse_loss, 1e-5, [TrainCB(), finder]).fit(5)
     assert finder.losses[-1] > 3 * min(finder.losses) and finder.lrs[1] == pytest.approx(2e-5)
@@ -557,3 +697,193 @@ def test_save_without_checkpoint_says_which_import_adds_it():
     assert lines[-1] == 'False'
     from miniai.checkpoint import CheckpointCB   # and once it is imported, the real methods are there
     assert 'comes with' not in (TrainLearner.save.__doc__ or '')
+
+
+# --- optimizers written from scratch ---
+
+@pytest.mark.parametrize('opt_func', [ScratchSGD, BareOpt])
+def test_an_optimizer_with_only_step_and_zero_grad_trains_with_every_callback(opt_func, capsys):
+    torch.manual_seed(0)
+    model, ref = make_model(), make_model()
+    rec = RecorderCB(loss=lambda cb: cb.learn.loss.item())
+    learn = TrainLearner(model, make_dls(n_train=16), F.mse_loss, lr=0.05, opt_func=opt_func,
+                         cbs=[DeviceCB('cpu'), MetricsCB(), ProgressCB(plot=True, bars=False), rec])
+    learn.fit(2)
+    assert not hasattr(learn.opt, 'param_groups')
+    assert [r['train'] for r in learn.metrics.history] == ['train', 'eval'] * 2
+    assert len(rec.recs['loss']) == 8
+    # The same fit with `torch.optim.SGD` gives the same weights: the from-scratch optimizer really trained.
+    TrainLearner(ref, make_dls(n_train=16), F.mse_loss, lr=0.05, cbs=[MetricsCB()]).fit(2)
+    for p, q in zip(model.parameters(), ref.parameters()): torch.testing.assert_close(p, q)
+
+def test_an_optimizer_without_param_groups_is_refused_clearly_where_it_must_be():
+    "Schedulers, the LR finder and `RecorderCB.pg` set or read the rate in `param_groups`: each says so, before training."
+    def fit_with(cb, **kwargs):
+        learn = TrainLearner(make_model(), make_dls(), F.mse_loss, opt_func=ScratchSGD, cbs=cb)
+        learn.fit(1, **kwargs)
+    sched = partial(lr_scheduler.StepLR, step_size=1)
+    for cb in (BatchSchedCB(sched), EpochSchedCB(sched)):
+        with pytest.raises(TypeError, match=f"{type(cb).__name__} .*param_groups.*ScratchSGD"): fit_with(cb)
+    with pytest.raises(TypeError, match="LRFinderCB .*param_groups.*ScratchSGD"): fit_with(LRFinderCB())
+    with pytest.raises(TypeError, match="RecorderCB.pg .*param_groups"): fit_with(RecorderCB(lr=lambda cb: cb.pg['lr']))
+    learn = TrainLearner(make_model(), make_dls(), F.mse_loss, opt_func=ScratchSGD)
+    with pytest.raises(TypeError, match="LRFinderCB .*param_groups"): learn.lr_find()
+
+
+# --- devices: no float64 off the CPU (Apple's MPS has none), and DeviceCB really moves ---------------------------------
+
+class DtypesOnDevices(TorchDispatchMode):
+    "Record the (device type, dtype) of every tensor any PyTorch operation makes while active."
+    def __init__(self): super().__init__(); self.seen = set()
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.seen.update((t.device.type, t.dtype) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
+        return out
+
+class MeanTarget(Mean):
+    "A torcheval metric with float64 states (those of `Mean`) that takes predictions and targets."
+    def update(self, preds, targs): return super().update(targs.float())
+
+def fake_device_reads(monkeypatch):
+    "Let the `meta` device stand in for a GPU: reading a meta tensor's value gives zeros instead of an error."
+    for nm in ('item', 'cpu', 'tolist', '__bool__'):
+        f = getattr(torch.Tensor, nm)
+        def read(t, *args, _nm=nm, _f=f, **kwargs):
+            if t.device.type != 'meta': return _f(t, *args, **kwargs)
+            zeros = torch.zeros(t.shape, dtype=t.dtype)
+            return {'item': 0., 'cpu': zeros, 'tolist': zeros.tolist(), '__bool__': False}[_nm]
+        monkeypatch.setattr(torch.Tensor, nm, read)
+
+def test_no_float64_tensor_is_put_on_a_device(monkeypatch, capsys):
+    fake_device_reads(monkeypatch)
+    metrics, mode = MetricsCB(MulticlassAccuracy(), mean=MeanTarget()), DtypesOnDevices()
+    with mode:
+        learn = TrainLearner(nn.Linear(3, 2), classification_dls(16, 4), F.cross_entropy, lr=0.1,
+                             cbs=[DeviceCB('meta'), NonFiniteGuardCB(), metrics, ProgressCB(plot=True, bars=False)])
+        learn.fit(2)
+    on_meta = {dtype for dev, dtype in mode.seen if dev == 'meta'}
+    assert torch.float32 in on_meta and torch.float64 not in on_meta, on_meta   # the fit ran there, float64 never did
+    assert torch.float64 in {dtype for dev, dtype in mode.seen if dev == 'cpu'}  # the loss's mean and `Mean`'s states: on the CPU
+    assert len(metrics.history) == 4 and learn.model.weight.device.type == 'meta'
+    assert metrics.loss.weighted_sum.device.type == 'cpu' and metrics.metrics['mean'].weighted_sum.device.type == 'cpu'
+    assert metrics.metrics['MulticlassAccuracy'].num_correct.device.type == 'meta'   # float32 states go where the predictions are
+
+def test_device_cb_moves_the_model_and_every_batch():
+    seen = []
+    class Where(Callback):
+        def before_batch(self, learn): seen.append(learn.batch[0].device.type)   # after DeviceCB's (order -10)
+        def after_predict(self, learn): seen.append(learn.preds.device.type); raise CancelBatchException()
+    learn = TrainLearner(make_model(), make_dls(), F.mse_loss, cbs=[Where(), DeviceCB('meta')])
+    learn.fit(1)
+    assert seen == ['meta'] * 6 and next(learn.model.parameters()).device.type == 'meta'
+    assert learn.dls.train.dataset.tensors[0].device.type == 'cpu'   # the data itself stays where it was
+    # Lists, nested tuples and dicts of tensors move too; other things pass through.
+    cb = DeviceCB('meta'); cb.before_fit(SimpleNamespace(model=None))
+    moved = cb._move([torch.zeros(2), (torch.ones(1), 'x'), {'a': torch.ones(1)}])
+    assert [moved[0].device.type, moved[1][0].device.type, moved[1][1], moved[2]['a'].device.type] == ['meta', 'meta', 'x', 'meta']
+
+
+# --- the learning rate as it is; the finder's own rates; an empty pass; tuples; the course's ways ---------------------
+
+def test_recorder_reads_the_live_learning_rate_after_the_optimizer_state_is_loaded():
+    class Load(Callback):   # what `learn.load` does: replace the optimizer's state, and with it the `param_groups` dicts
+        order = RecorderCB.order + 1
+        def before_fit(self, learn):
+            opt = optim.SGD(learn.model.parameters(), lr=0.123)
+            learn.opt.load_state_dict(opt.state_dict())
+    rec = RecorderCB(lr=lambda cb: cb.pg['lr'])
+    TrainLearner(make_model(), make_dls(), F.mse_loss, lr=0.01, cbs=[rec, Load()]).fit(1)
+    assert rec.recs['lr'] == [0.123, 0.123]
+
+def test_lr_find_sets_the_schedulers_aside_and_gives_them_back():
+    sched = BatchSchedCB(partial(lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=100))
+    learn = TrainLearner(make_model(), make_dls(n_train=800, bs=8), F.mse_loss, cbs=[MetricsCB(), sched, ProgressCB()])
+    finder = LRFinderCB(gamma=1.5)
+    # Given with a scheduler, the finder refuses: both would set the rate.
+    with pytest.raises(ValueError, match='LRFinderCB sets the learning rate itself.*BatchSchedCB.*lr_find'): learn.fit(1, cbs=finder)
+    learn.lr_find(gamma=1.5, start_lr=1e-5, max_mult=1e9, max_epochs=1)
+    assert learn.cbs[1] is sched and len(learn.cbs) == 3   # given back, in its place
+    finders = []
+    class Keep(Callback):
+        def before_fit(self, learn): finders.extend(cb for cb in learn.cbs if isinstance(cb, LRFinderCB))
+    learn.cbs.append(Keep())
+    learn.lr_find(gamma=1.5, start_lr=1e-5, max_mult=1e9, max_epochs=1)   # on until the loss is NaN
+    lrs = finders[0].lrs
+    assert lrs[0] == pytest.approx(1e-5) and lrs[1] == pytest.approx(1.5e-5) and len(lrs) > 5   # its own rates, from start_lr
+
+def test_an_empty_validation_pass_is_not_a_perfect_score(capsys):
+    class NoBatches:   # an iterable without a length that yields nothing (the fit's checks can't tell in advance)
+        def __iter__(self): return iter(())
+    dls = classification_dls()
+    dls.valid = NoBatches()
+    metrics = MetricsCB(accuracy=MulticlassAccuracy())
+    TrainLearner(nn.Linear(3, 2), dls, F.cross_entropy, cbs=[metrics]).fit(1)
+    train, valid = metrics.history
+    assert math.isfinite(train['loss']) and math.isnan(valid['loss'])
+    assert "'loss': 'nan'" in capsys.readouterr().out.splitlines()[1]
+
+def test_metrics_on_a_model_that_returns_a_tuple():
+    "The course's VAE returns (reconstruction, mu, logvar): the loss takes the tuple, the metrics the first element."
+    class TupleModel(nn.Module):
+        def __init__(self): super().__init__(); torch.manual_seed(0); self.lin = nn.Linear(3, 2)
+        def forward(self, x): out = self.lin(x); return out, out.mean()
+    def loss(preds, y): return F.cross_entropy(preds[0], y) + 0 * preds[1]
+    for metrics in (MetricsCB(), MetricsCB(accuracy=MulticlassAccuracy())):
+        learn = TrainLearner(TupleModel(), classification_dls(), loss, lr=0.5, cbs=[metrics])
+        with contextlib.redirect_stdout(io.StringIO()): learn.fit(1)
+        assert [r['train'] for r in metrics.history] == ['train', 'eval']
+    acc, loss_value = plain_metrics(lambda x: learn.model(x)[0], learn.dls.valid)
+    assert metrics.history[-1]['accuracy'] == acc and metrics.history[-1]['loss'] == pytest.approx(loss_value, rel=1e-6)
+
+def test_metrics_take_the_target_after_n_inp_inputs():
+    "`TrainCB(n_inp=2)`: the model takes two inputs, the target is `batch[2]`."
+    class TwoInputs(nn.Module):
+        def __init__(self): super().__init__(); torch.manual_seed(0); self.lin = nn.Linear(3, 2)
+        def forward(self, x, scale): return self.lin(x) * scale
+    x, y = classification_dls().train.dataset.tensors
+    ds = TensorDataset(x, torch.ones(len(x), 1), y)
+    dls = DataLoaders(DataLoader(ds, 8), DataLoader(ds, 8))
+    metrics = MetricsCB(accuracy=MulticlassAccuracy())
+    learn = Learner(TwoInputs(), dls, F.cross_entropy, lr=0.5, cbs=[TrainCB(n_inp=2), metrics])
+    with contextlib.redirect_stdout(io.StringIO()): learn.fit(1)
+    acc, _ = plain_metrics(lambda x: learn.model(x, torch.ones(len(x), 1)), DataLoader(TensorDataset(x, y), 8))
+    assert metrics.history[-1]['accuracy'] == acc
+
+def test_the_course_ways_set_log_and_read_training_before_a_fit():
+    learn = TrainLearner(make_model(), make_dls(), F.mse_loss, cbs=[MetricsCB()])
+    assert learn.training is True   # the model's mode until the first pass (a fresh module trains)
+    rows = []
+    class CourseProgress(Callback):   # what the course's ProgressCB does with the metrics' logger
+        order = MetricsCB.order + 1
+        def before_fit(self, learn): learn.metrics._log = rows.append
+    learn.cbs.append(CourseProgress())
+    learn.fit(1)
+    assert [r['train'] for r in rows] == ['train', 'eval'] and all(isinstance(r['loss'], str) for r in rows)   # as text, as the course's
+    assert rows[1]['loss'] == f"{learn.metrics.history[1]['loss']:.3f}"
+    learn.metrics._log({'x': 1})   # and calling it logs a row
+    assert rows[-1] == {'x': 1}
+
+
+# --- memory: no copy for one chunk; no tensor per batch kept for a whole fit -------------------------------------------
+
+def test_metrics_copy_only_to_join_several_chunks(monkeypatch):
+    joins, cat = [], torch.cat
+    monkeypatch.setattr(torch, 'cat', lambda ts, *a, **k: joins.append(len(ts)) or cat(ts, *a, **k))
+    metrics = MetricsCB(accuracy=MulticlassAccuracy())
+    learn = TrainLearner(nn.Linear(3, 2), classification_dls(), F.cross_entropy, cbs=[metrics])
+    metrics.max_kept = 1   # every batch's predictions go in alone: nothing to join
+    with contextlib.redirect_stdout(io.StringIO()): learn.fit(1)
+    assert joins == []
+    metrics.max_kept = 2**22   # the pass's 8 batches joined once
+    with contextlib.redirect_stdout(io.StringIO()): learn.fit(1)
+    assert joins == [8, 8, 8, 8]   # predictions and targets, of the training and the validation pass
+
+def test_progress_plot_keeps_one_tensor_per_256_batches():
+    progress, counts = ProgressCB(plot=True, bars=False), []
+    class Count(Callback):
+        order = ProgressCB.order + 1
+        def after_batch(self, learn): counts.append(len(progress.new_losses) + len(progress.loss_chunks))
+    with contextlib.redirect_stdout(io.StringIO()):
+        TrainLearner(make_model(), make_dls(n_train=600 * 2, bs=2), F.mse_loss, cbs=[MetricsCB(), progress, Count()]).fit(1)
+    assert max(counts) <= 256 + 2 and counts[-1] == 600 - 512 + 2   # 600 losses: two stacked chunks and 88 single ones
+    assert len(progress.train_losses) == 600 and progress.valid_at == [600]
