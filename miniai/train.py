@@ -14,7 +14,7 @@ from torcheval.metrics import MulticlassAccuracy
 
 from .core import def_device
 from .datasets import load_fashion_mnist, decoded_dls
-from .learner import TrainLearner, DeviceCB, MetricsCB, ProgressCB, BatchSchedCB
+from .learner import TrainLearner, DeviceCB, MetricsCB, ProgressCB, BatchSchedCB, NonFiniteGuardCB
 from .activations import set_seed
 from .init import get_model, init_weights, BatchTransformCB
 from .batchnorm import LayerNorm, RunningBatchNorm
@@ -117,8 +117,8 @@ def get_learner(dls, epochs:int=None, lr:float=None, nfs=None, norm=None, device
     if r['channels_last']: model = model.to(memory_format=torch.channels_last)   # faster convolutions on CPU
     sched = partial(lr_scheduler.OneCycleLR, max_lr=r['lr'], total_steps=r['epochs']*len(dls.train))
     augment = [BatchTransformCB(crop_flip(r['pad'], r['flip']), on_valid=False)] if r['pad'] or r['flip'] else []
-    # TODO guard: NonFiniteGuardCB() from miniai.learner joins these once the learner branch has it
-    cbs = [DeviceCB(device or def_device), *augment, BatchTransformCB(normalise_batch(*(stats or input_stats(dls)))),
+    cbs = [DeviceCB(device or def_device), NonFiniteGuardCB(), *augment,
+           BatchTransformCB(normalise_batch(*(stats or input_stats(dls)))),
            MetricsCB(accuracy=MulticlassAccuracy()), BatchSchedCB(sched), *cbs]
     if progress: cbs.append(ProgressCB())
     loss_func = partial(F.cross_entropy, label_smoothing=r['label_smoothing'])

@@ -4,9 +4,8 @@ import torch
 from datasets import DatasetDict
 from torch import nn
 
-import miniai.learner
 from miniai.datasets import load_fashion_mnist, decoded_dls
-from miniai.learner import RecorderCB, BatchSchedCB, MetricsCB, DeviceCB
+from miniai.learner import RecorderCB, BatchSchedCB, MetricsCB, DeviceCB, NonFiniteGuardCB
 from miniai.init import BatchTransformCB
 from miniai.train import train, input_stats, get_learner, get_recipe, recipes_help, RECIPES, crop_flip, FlipTTA, cnn_model
 import miniai.checkpoint   # noqa: F401  (adds `Learner.get_preds`, which `miniai_eval` uses)
@@ -60,8 +59,7 @@ def test_each_recipes_learner_has_the_recipes_callbacks_and_model(small, name):
     learn = get_learner(dls, epochs=2, progress=False, recipe=name)
     kinds = [type(cb) for cb in learn.cbs]
     for kind in (DeviceCB, MetricsCB, BatchSchedCB): assert kinds.count(kind) == 1, (name, kind)
-    guard = getattr(miniai.learner, 'NonFiniteGuardCB', None)
-    if guard is not None: assert kinds.count(guard) == 1, name
+    assert kinds.count(NonFiniteGuardCB) == 1, name   # a NaN or infinite loss stops the fit with a clear error
     augments = [cb for cb in learn.cbs if isinstance(cb, BatchTransformCB) and cb.tfm.__name__ == '_crop_flip']
     assert len(augments) == (1 if RECIPES[name]['pad'] or RECIPES[name]['flip'] else 0)
     assert all(cb.on_train and not cb.on_valid for cb in augments)   # the test images are never augmented
