@@ -82,11 +82,11 @@ class FlipTTA(nn.Module):
 # %% ../nbs/16_train.ipynb #3cddc7a5
 RECIPES = {
     'default': dict(help="the batch-norm CNN (16-128 channels), batch size 128, label smoothing, 5 epochs: test accuracy 0.913 "
-                         "(3 seeds: 0.911-0.914); about 30-50 s of training on 2 CPU cores",
+                         "(3 seeds: 0.911-0.914); an estimated 30-50 s of training on 2 CPU cores",
                     model='cnn', nfs=(1, 16, 32, 64, 128), norm='batch', epochs=5, bs=128, lr=1e-2, wd=1e-2,
                     label_smoothing=0.1, pad=0, flip=False, tta=False, channels_last=False),
-    'resnet': dict(help="a ResNet (16-256 channels), random crop and flip, flip TTA, 5 epochs: test accuracy not measured yet (bench/recipes.py --recipes resnet); "
-                        "an estimated 4-8 minutes of training on 2 CPU cores",
+    'resnet': dict(help="a ResNet (16-256 channels), random crop and flip, flip TTA, 5 epochs: test accuracy 0.930 (1 seed; validation 0.937); "
+                        "an estimated 4-11 minutes of training on 2 CPU cores",
                    model='resnet', nfs=(1, 16, 32, 64, 128, 256), norm='batch', epochs=5, bs=256, lr=1e-2, wd=1e-2,
                    label_smoothing=0.1, pad=1, flip=True, tta=True, channels_last=True),
 }
