@@ -77,9 +77,10 @@ def slow(p):
     while not Path({str(go)!r}).exists(): time.sleep(0.02)
 atomic_write(Path({str(fn)!r}), slow)"""])
     def temporaries(): return [p for p in tmp_path.iterdir() if p.name.startswith('.f.txt.tmp')]
-    for _ in range(1200):
-        if temporaries(): break
-        time.sleep(0.05)
+    def wait_for_temporary(child):
+        deadline = time.time() + 300                           # a loaded machine can take a minute to import torch
+        while not temporaries() and child.poll() is None and time.time() < deadline: time.sleep(0.05)
+    wait_for_temporary(child)
     theirs = temporaries()
     assert len(theirs) == 1 and f'-{child.pid}-' in theirs[0].name
     atomic_write(fn, lambda p: p.write_text('ours'))
@@ -93,9 +94,7 @@ import time
 from miniai.core import atomic_write
 def slow(p): p.write_text('half of'); time.sleep(60)
 atomic_write(Path({str(fn)!r}), slow)"""])
-    for _ in range(1200):
-        if temporaries(): break
-        time.sleep(0.05)
+    wait_for_temporary(child)
     child.send_signal(signal.SIGKILL); child.wait()
     leftover, = temporaries()
     atomic_write(fn, lambda p: p.write_text('new'))
