@@ -10,9 +10,18 @@ from torch import nn
 from torch.utils.data import default_collate
 
 # %% auto #0
-__all__ = ['conv', 'collate_device', 'get_device', 'def_device', 'to_device']
+__all__ = ['collate_device', 'conv', 'get_device', 'def_device', 'to_device']
 
-# %% ../nbs/07_convolutions.ipynb #104e23ed
+# %% ../nbs/07_convolutions.ipynb #515a345c
+from .core import get_device, def_device, to_device
+_all_ = ['get_device', 'def_device', 'to_device']
+
+# %% ../nbs/07_convolutions.ipynb #184c212b
+def collate_device(b):
+    "Collate the items of a batch with `default_collate`, then move the batch to `def_device`."
+    return to_device(default_collate(b))
+
+# %% ../nbs/07_convolutions.ipynb #05324b56
 def _cancels_bias(layer) -> bool:
     "Whether `layer` subtracts each channel's mean (PyTorch's batch norms, or a layer with `cancels_bias = True`): a bias just before it would be pointless."
     return isinstance(layer, nn.modules.batchnorm._BatchNorm) or getattr(layer, 'cancels_bias', False)
@@ -26,12 +35,3 @@ def conv(ni, nf, ks=3, stride=2, act=nn.ReLU, norm=None, bias=None):
     if norm_layer is not None: layers.append(norm_layer)
     if act: layers.append(act())
     return nn.Sequential(*layers)
-
-# %% ../nbs/07_convolutions.ipynb #515a345c
-from .core import get_device, def_device, to_device
-_all_ = ['get_device', 'def_device', 'to_device']
-
-# %% ../nbs/07_convolutions.ipynb #184c212b
-def collate_device(b):
-    "Collate the items of a batch with `default_collate`, then move the batch to `def_device`."
-    return to_device(default_collate(b))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_core.ipynb #e08a3844
 from __future__ import annotations
-import gc, math, os, random, shutil, sys, traceback
+import errno, gc, math, os, random, secrets, shutil, socket, sys, time, traceback
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,16 +14,20 @@ import matplotlib.pyplot as plt
 from fastcore.meta import delegates
 
 # %% auto #0
-__all__ = ['nbdev_test_threads', 'remove_path', 'remove_stale_tmp', 'atomic_write', 'show_image', 'subplots', 'get_grid', 'show_images', 'def_device', 'get_device', 'to_device', 'identity', 'to_cpu', 'set_seed', 'clean_ipython_hist', 'clean_tb', 'clean_mem']
+__all__ = ['remove_path', 'remove_stale_tmp', 'atomic_write', 'show_image', 'subplots', 'get_grid', 'show_images', 'def_device', 'get_device', 'to_device', 'identity', 'to_cpu', 'set_seed', 'clean_ipython_hist', 'clean_tb', 'clean_mem']
 
 # %% ../nbs/01_core.ipynb #492422d3
-def nbdev_test_threads() -> int|None:
-    "PyTorch threads for one notebook under `nbdev_test` (its share of the cores), or None when not under a test."
-    if not os.environ.get('IN_TEST'): return None
+def _test_threads() -> int|None:
+    "PyTorch threads for one notebook in a test run (`IN_TEST` set): its share of the cores; None outside a test, or when `OMP_NUM_THREADS` is set."
+    if not os.environ.get('IN_TEST') or 'OMP_NUM_THREADS' in os.environ: return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
     return max(1, cores // min(cores, 8))   # nbdev_test's default: one worker per core, at most 8
 
-if nbdev_test_threads() is not None and 'OMP_NUM_THREADS' not in os.environ: torch.set_num_threads(nbdev_test_threads())
+def _use_test_threads() -> int|None:
+    "In a test run, give PyTorch this process's share of the cores and return it; otherwise change nothing and return None."
+    n = _test_threads()
+    if n is not None: torch.set_num_threads(n)
+    return n
 
 # %% ../nbs/03_data.ipynb #52d1d2cc
 def remove_path(path):
@@ -32,22 +36,20 @@ def remove_path(path):
     if path.is_dir(): shutil.rmtree(path, ignore_errors=True)
     else: path.unlink(missing_ok=True)
 
-def _running(pid:int) -> bool:
-    "Whether process `pid` is running on this machine (where we cannot tell, assume it is)."
-    if os.name != 'posix': return True   # on Windows `os.kill(pid, 0)` would end the process
-    try: os.kill(pid, 0)                 # signal 0 sends nothing: it only checks
-    except ProcessLookupError: return False
-    except OSError: return True          # e.g. another user's process
-    return True
+def _tmp_name(path:Path) -> Path:
+    "A temporary name beside `path` that no other writer picks, on this host or another sharing the folder."
+    return path.with_name(f'.{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}')
 
-def remove_stale_tmp(path):
-    "Delete the temporary files beside `path` that `atomic_write(path, ...)` left when its process was killed (those whose process no longer runs)."
+def remove_stale_tmp(path, older_than:float=24*3600):
+    "Delete the temporary files that writers of `path` left beside it once unchanged for `older_than` seconds (a younger one may be a live writer's); best effort: what cannot be deleted stays."
     path = Path(path)
-    prefix = f'.{path.name}.tmp'
     if not path.parent.is_dir(): return
+    now = time.time()
     for p in path.parent.iterdir():
-        pid = p.name[len(prefix):]
-        if p.name.startswith(prefix) and pid.isdigit() and not _running(int(pid)): remove_path(p)
+        if not p.name.startswith(f'.{path.name}.tmp'): continue
+        try:
+            if now - p.lstat().st_mtime > older_than: remove_path(p)
+        except OSError: pass   # gone already, or a folder we may not write to: it harms nobody where it is
 
 def _fsync(path):
     "Make the system put file or folder `path` on the disk now, not when it likes: a power cut loses what is only in memory."
@@ -56,21 +58,26 @@ def _fsync(path):
     try: os.fsync(fd)
     finally: os.close(fd)
 
+def _fsync_folder(folder):
+    "`_fsync` a folder after a rename in it; some network file systems cannot flush a folder (EINVAL) and keep renames by their own rules."
+    try: _fsync(folder)
+    except OSError as e:
+        if e.errno != errno.EINVAL: raise
+
 def atomic_write(path, write):
-    "Call `write(tmp)` to make a file or folder `tmp` beside `path`, flush it to the disk, rename it to `path` and flush the folder: `path` is never half-written, even after a power cut. A file replaces the old one; a folder another process put at `path` first is kept. Temporary files of killed writers are removed first."
+    "Call `write(tmp)` to make a file or folder `tmp` beside `path`, flush it to the disk, rename it to `path` and flush the folder: `path` is never half-written, even after a power cut. A file replaces the old one; a folder another process put at `path` first is kept."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(path)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    remove_path(tmp)   # a leftover of an earlier process that had our id
+    remove_stale_tmp(path)   # what killed writers left, long ago
+    tmp = _tmp_name(path)
     try:
         write(tmp)
         for p in ([*tmp.rglob('*'), tmp] if tmp.is_dir() else [tmp]): _fsync(p)   # the data, before its name
         try: os.replace(tmp, path)   # atomic on POSIX and Windows within one file system
         except OSError:
             if not (tmp.is_dir() and path.is_dir()): raise   # a folder can't replace a folder: the first one stays
-        _fsync(path.parent)   # the rename itself
-    finally: remove_path(tmp)
+        _fsync_folder(path.parent)   # the rename itself
+    finally: remove_path(tmp)        # our own temporary, and only ours, whatever happened
 
 # %% ../nbs/05_datasets.ipynb #14568463
 def _image_array(im) -> np.ndarray:

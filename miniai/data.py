@@ -224,6 +224,7 @@ class BatchDataset:
         return (xb.flatten(-3) if self.flat else xb), torch.from_numpy(self.y.numpy()[idxs])
 
 def batch_dl(ds, batch_size, shuffle=False, **kwargs) -> DataLoader:
-    "A DataLoader whose sampler hands `ds` lists of `batch_size` indices, so `ds` builds each batch in one go."
+    "A DataLoader whose sampler hands `ds` lists of `batch_size` indices, so `ds` builds each batch in one go; pinned memory when CUDA is available."
     sampler = BatchSampler(RandomSampler(ds) if shuffle else SequentialSampler(ds), batch_size, drop_last=False)
+    kwargs.setdefault('pin_memory', torch.cuda.is_available())   # batches bound for a GPU: copy them without waiting
     return DataLoader(ds, sampler=sampler, batch_size=None, **kwargs)

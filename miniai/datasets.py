@@ -12,7 +12,7 @@ from torch.utils.data import default_collate
 from .training import get_dls
 
 # %% auto #0
-__all__ = ['collate_dict', 'inplace', 'DataLoaders', 'decoded_dls', 'FASHION_MNIST_NAMES', 'DEBIAN_FASHION_MNIST',
+__all__ = ['DataLoaders', 'decoded_dls', 'collate_dict', 'inplace', 'FASHION_MNIST_NAMES', 'DEBIAN_FASHION_MNIST',
            'FASHION_MNIST_ENV', 'CACHE_ENV', 'read_idx', 'idx_files', 'cache_dir', 'load_idx', 'load_fashion_mnist',
            'decode_split', 'BatchDataset', 'batch_dl', 'show_image', 'subplots', 'get_grid', 'show_images']
 
@@ -21,6 +21,29 @@ from .data import (FASHION_MNIST_NAMES, DEBIAN_FASHION_MNIST, FASHION_MNIST_ENV,
     cache_dir, load_idx, load_fashion_mnist, decode_split, BatchDataset, batch_dl)
 _all_ = ['FASHION_MNIST_NAMES', 'DEBIAN_FASHION_MNIST', 'FASHION_MNIST_ENV', 'CACHE_ENV', 'read_idx', 'idx_files',
          'cache_dir', 'load_idx', 'load_fashion_mnist', 'decode_split', 'BatchDataset', 'batch_dl']
+
+# %% ../nbs/05_datasets.ipynb #781736a9
+from .core import show_image, subplots, get_grid, show_images
+_all_ = ['show_image', 'subplots', 'get_grid', 'show_images']
+
+# %% ../nbs/05_datasets.ipynb #b4c50221
+class DataLoaders:
+    "A training and a validation DataLoader, as `train` and `valid`."
+    def __init__(self, *dls): self.train, self.valid = dls[:2]
+
+    @classmethod
+    def from_dd(cls, dd, batch_size, as_tuple=True, **kwargs):
+        "DataLoaders from the first two splits of `dd` (train, valid), batches as tuples if `as_tuple`."
+        train, valid = list(dd.values())[:2]
+        collate = collate_dict(train) if as_tuple else None
+        return cls(*get_dls(train, valid, batch_size, collate_fn=collate, **kwargs))
+
+# %% ../nbs/05_datasets.ipynb #fcb3be45
+def decoded_dls(dd, batch_size, flat=False, **kwargs) -> DataLoaders:
+    "Fast `DataLoaders` for the first two splits of `dd`: images decoded once (cached), whole batches read by index."
+    train, valid = list(dd.values())[:2]
+    tds, vds = (BatchDataset(*decode_split(ds), flat=flat) for ds in (train, valid))
+    return DataLoaders(batch_dl(tds, batch_size, shuffle=True, **kwargs), batch_dl(vds, batch_size*2, **kwargs))
 
 # %% ../nbs/05_datasets.ipynb #8977662a
 def _collate_tuple(get, one, b):
@@ -47,26 +70,3 @@ class inplace:
         # `inplace` and `f`, and finds `f` by its own name.
         if getattr(sys.modules.get(self.__module__), self.__qualname__, None) is self: return self.__qualname__
         return inplace, (self.f,)
-
-# %% ../nbs/05_datasets.ipynb #781736a9
-from .core import show_image, subplots, get_grid, show_images
-_all_ = ['show_image', 'subplots', 'get_grid', 'show_images']
-
-# %% ../nbs/05_datasets.ipynb #b4c50221
-class DataLoaders:
-    "A training and a validation DataLoader, as `train` and `valid`."
-    def __init__(self, *dls): self.train, self.valid = dls[:2]
-
-    @classmethod
-    def from_dd(cls, dd, batch_size, as_tuple=True, **kwargs):
-        "DataLoaders from the first two splits of `dd` (train, valid), batches as tuples if `as_tuple`."
-        train, valid = list(dd.values())[:2]
-        collate = collate_dict(train) if as_tuple else None
-        return cls(*get_dls(train, valid, batch_size, collate_fn=collate, **kwargs))
-
-# %% ../nbs/05_datasets.ipynb #fcb3be45
-def decoded_dls(dd, batch_size, flat=False, **kwargs) -> DataLoaders:
-    "Fast `DataLoaders` for the first two splits of `dd`: images decoded once (cached), whole batches read by index."
-    train, valid = list(dd.values())[:2]
-    tds, vds = (BatchDataset(*decode_split(ds), flat=flat) for ds in (train, valid))
-    return DataLoaders(batch_dl(tds, batch_size, shuffle=True, **kwargs), batch_dl(vds, batch_size*2, **kwargs))

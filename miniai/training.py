@@ -58,6 +58,7 @@ def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
 
 # %% ../nbs/04_minibatch_training.ipynb #dc9771fd
 def get_dls(train_ds, valid_ds, bs, **kwargs):
-    "A shuffled training `DataLoader` with batch size `bs` and an ordered validation one with `bs*2`."
+    "A shuffled training `DataLoader` with batch size `bs` and an ordered validation one with `bs*2`; pinned memory when CUDA is available."
+    kwargs.setdefault('pin_memory', torch.cuda.is_available())   # see "Under the hood"
     return (DataLoader(train_ds, batch_size=bs, shuffle=True, **kwargs),
             DataLoader(valid_ds, batch_size=bs*2, **kwargs))

@@ -146,3 +146,19 @@ def test_decoded_dls_same_as_per_item_path(tmp_path, cache, idx_folder):
     fast = decoded_dls(dd.with_transform(inplace(to_tensor_tfm)), 2)   # the transform is ignored: stored pixels are read
     for (fx, fy), (sx, sy) in zip(fast.valid, slow.valid, strict=True):
         assert torch.equal(fx, sx) and torch.equal(fy, sy)
+
+
+@pytest.mark.parametrize('cuda', [True, False])
+def test_dataloaders_pin_memory_only_when_cuda_is_available(tmp_path, cache, idx_folder, monkeypatch, cuda):
+    "Batches bound for a GPU come from pinned memory (so `to_device`'s non_blocking copies run without waiting); a caller's choice wins."
+    from miniai.training import get_dls
+    from miniai.data import BatchDataset, batch_dl
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    idx_folder(tmp_path/'fm')
+    dd = load_fashion_mnist(path=tmp_path/'fm')
+    x, y = torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64)
+    made = [*get_dls(dd['train'], dd['test'], 2), batch_dl(BatchDataset(x, y), 2)]
+    for dls in (DataLoaders.from_dd(dd, 2), decoded_dls(dd, 2)): made += [dls.train, dls.valid]
+    assert [dl.pin_memory for dl in made] == [cuda]*len(made)
+    assert not decoded_dls(dd, 2, pin_memory=False).train.pin_memory
+    assert not get_dls(dd['train'], dd['test'], 2, pin_memory=False)[1].pin_memory
