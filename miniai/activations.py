@@ -50,6 +50,9 @@ class ListContainer:
     def __iter__(self): return iter(self.items)
     def __setitem__(self, i, o): self.items[i] = o
     def __delitem__(self, i): del self.items[i]
+    def append(self, o):
+        "Add `o` at the end, as `list.append` does."
+        self.items.append(o)
     def __getitem__(self, idx):
         if isinstance(idx, torch.Tensor): idx = idx.tolist()
         if isinstance(idx, (int, slice)): return self.items[idx]
@@ -66,7 +69,12 @@ class ListContainer:
 # %% ../nbs/10_activations.ipynb #2f9bb2ed
 class Hooks(ListContainer):
     "A `ListContainer` of `Hook`s, one on each module of `ms`, all calling `f` (on the backward pass with `backward`); removed on leaving a `with` block and on deletion."
-    def __init__(self, ms, f, backward=False): super().__init__(Hook(m, f, backward) for m in ms)
+    def __init__(self, ms, f, backward=False):
+        self.f, self.backward = f, backward
+        super().__init__(Hook(m, f, backward) for m in ms)
+    def append(self, o):
+        "Add a `Hook`, or hook module `o` with this list's function."
+        super().append(o if isinstance(o, Hook) else Hook(o, self.f, self.backward))
     def __enter__(self): return self
     def __exit__(self, *args): self.remove()
     def __del__(self): self.remove()

@@ -112,6 +112,32 @@ def test_hooks_list():
     del hs
     assert n_hooks(model) == 0
 
+def test_hooks_append_a_module_or_a_hook_and_remove_them():
+    model = tiny_model()
+    with Hooks(model[:1], record) as hs:
+        hs.append(model[2])                                   # a module: hooked with the list's function
+        hs.append(Hook(model[6], record))                     # a Hook: added as it is
+        assert len(hs) == 3 and n_hooks(model) == 3
+        assert [len(model[i]._forward_hooks) for i in (0, 2, 6)] == [1, 1, 1]
+        model(torch.zeros(2, 1, 8, 8))
+        assert [h.calls for h in hs] == [1, 1, 1]
+        del hs[1]
+        assert n_hooks(model) == 2 and len(model[2]._forward_hooks) == 0
+    assert n_hooks(model) == 0                                # the with block removed the appended ones too
+    lin = nn.Linear(3, 2)
+    x = torch.randn(4, 3, requires_grad=True)
+    grads = Hooks([], lambda hook, mod, gi, go: setattr(hook, 'seen', go[0].shape), backward=True)
+    grads.append(lin)                                         # appended on the backward pass, as the list's hooks are
+    assert len(lin._backward_hooks) == 1 and len(lin._forward_hooks) == 0
+    lin(x).sum().backward()
+    assert grads[0].seen == (4, 2)
+    grads.remove()
+    assert len(lin._backward_hooks) == 0
+
+def test_list_container_append():
+    lc = ListContainer('ab'); lc.append('c')
+    assert list(lc) == ['a', 'b', 'c'] and lc[[False, False, True]] == ['c']
+
 @pytest.mark.parametrize('stop', [None, CancelFitException(), CancelEpochException(), ValueError('boom')])
 def test_hooks_callback_removes_hooks_however_fit_ends(stop):
     model = tiny_model()
