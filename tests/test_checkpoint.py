@@ -1,7 +1,8 @@
-"Checkpoints: a saved learner loads in a fresh process; bad files and bad parts of real checkpoints fail clearly and change nothing; load then fit continues; runs killed with SIGKILL (mid-epoch, inside a write, between best.pt and last.pt) resume to identical weights; get_preds."
-import json, inspect, os, random, signal, subprocess, sys, textwrap
+"Checkpoints: a saved learner loads in a fresh process; bad files and bad parts of real checkpoints fail clearly and change nothing; load then fit continues (one-cycle included); runs killed with SIGKILL (mid-epoch, inside a write, between best.pt and last.pt) and stopped with SIGTERM (mid-epoch, inside a write, between epochs, from outside) resume to identical weights and rows; two processes agree on a stop; a full disk, a read-only folder; get_preds."
+import errno, json, inspect, math, os, random, resource, signal, stat, subprocess, sys, textwrap
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,8 +14,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from torcheval.metrics import MulticlassAccuracy
 
 from miniai.accel import MixedPrecision
-from miniai.checkpoint import (CheckpointCB, CheckpointError, LoadedStateCB, find_in, kill_point, read_checkpoint,
-                               rng_states, set_rng_states)
+import miniai.checkpoint
+from miniai.checkpoint import (CheckpointCB, CheckpointError, LoadedStateCB, TrainingStopped, _kill_point, atomic_save, find_in,
+                               read_checkpoint, rng_states, set_rng_states)
 from miniai.datasets import DataLoaders
 from miniai.init import get_model
 from miniai.learner import BatchSchedCB, Callback, CancelFitException, DeviceCB, MetricsCB, TrainLearner
@@ -158,7 +160,9 @@ BAD_PARTS = {   # name: (where, new value or a function of the old one, the word
     'checkpoint callback state': (('cbs', 'CheckpointCB'), {'best': 1.}, "state for callback CheckpointCB that does not fit it: keys ['best']"),
     'torch generator': (('rng', 'torch'), lambda s: s[:100], 'damaged random number generator state (torch)'),
     'DataLoader generator': (('rng', 'generators', 'train.sampler.generator'), lambda s: s[:10], 'state (train.sampler.generator)'),
-    'numpy generator': (('rng', 'numpy', 'keys'), lambda s: s[:5], 'state (numpy or python)'),
+    'numpy generator': (('rng', 'numpy', 'keys'), lambda s: s[:5], 'state (numpy'),
+    'python generator index': (('rng', 'python', 'state'), lambda s: [*s[:-1], 700], 'state (python: ValueError'),
+    'python generator size': (('rng', 'python', 'state'), lambda s: s[:-3], 'state (python'),
     'generators missing': (('rng',), del_, "lacks a part of a checkpoint or has one of the wrong kind (KeyError: 'rng')"),
     'epoch': (('epoch',), 'two', "epoch 'two' is not a number"),
 }
@@ -331,12 +335,20 @@ def test_generators_found_however_deep():
 # ---------- killed for real: SIGKILL at chosen moments, then resumed ----------
 
 def test_kill_point():
-    "Unset, or another name: nothing happens. In a child told `here@2`: it dies by SIGKILL the second time, not the first."
-    kill_point('here')
-    code = "from miniai.checkpoint import kill_point\nfor i in range(3): print(i, flush=True); kill_point('here')"
-    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60,
-                         env={**CHILD_ENV, 'MINIAI_TEST_KILL_AT': 'here@2'})
-    assert res.returncode == -signal.SIGKILL and res.stdout.split() == ['0', '1']
+    "Unset, or another name: nothing happens. In a child told `here@2`: it dies by SIGKILL the second time, not the first; told `here:TERM`, it gets SIGTERM."
+    _kill_point('here')
+    code = "from miniai.checkpoint import _kill_point\nfor i in range(3): print(i, flush=True); _kill_point('here')"
+    for spec, sig, printed in (('here@2', signal.SIGKILL, ['0', '1']), ('here:TERM', signal.SIGTERM, ['0'])):
+        res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60,
+                             env={**CHILD_ENV, 'MINIAI_TEST_KILL_AT': spec})
+        assert res.returncode == -sig and res.stdout.split() == printed, (spec, res.returncode, res.stdout)
+
+
+def test_test_hooks_are_not_public():
+    "The kill point is a test hook: out of `__all__` and so out of `miniai.all`."
+    import miniai.all
+    for name in ('kill_point', 'KILL_ENV', '_kill_point', '_KILL_ENV'):
+        assert name not in miniai.checkpoint.__all__ and not hasattr(miniai.all, name), name
 
 
 def tiny_cnn():
@@ -345,26 +357,38 @@ def tiny_cnn():
                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
 
 # A training run in a child process: 3 epochs of a tiny batch-norm CNN (AdamW, one-cycle, a DataLoader generator) with
-# CheckpointCB (resuming if asked), then the final weights saved. A test kills it where it wants by naming a kill point
-# in MINIAI_TEST_KILL_AT; `batch_E_I` is a point after training batch I of epoch E. It imports only what it needs: a
-# child starts in a second or two.
+# CheckpointCB (resuming if asked), then the final weights and the metrics' rows saved. A test stops it where it wants
+# by naming a kill point in MINIAI_TEST_KILL_AT (`:TERM` after it: SIGTERM instead of SIGKILL); `batch_E_I` is a point
+# after training batch I of epoch E; `wait_E_I` makes the child wait there (up to 20 s) for a SIGTERM that its parent
+# sends. A child stopped by SIGTERM exits with status 3 and writes what `TrainingStopped` said. It imports only what it
+# needs: a child starts in a second or two.
 CHILD = textwrap.dedent("""
-    import sys, torch, torch.nn.functional as F
+    import sys, time, torch, torch.nn.functional as F
     from functools import partial
+    from pathlib import Path
     from types import SimpleNamespace
     from torch import nn, optim
     from torch.optim.lr_scheduler import OneCycleLR
     from torch.utils.data import DataLoader, TensorDataset
     from torcheval.metrics import MulticlassAccuracy
-    from miniai.checkpoint import CheckpointCB, kill_point
+    from miniai.checkpoint import CheckpointCB, TrainingStopped, _kill_point
     from miniai.learner import BatchSchedCB, Callback, MetricsCB, TrainLearner
-    import json, os, traceback
+    import json, os, signal, traceback
     """) + inspect.getsource(tiny_cnn) + textwrap.dedent("""
     class BatchKillPoints(Callback):
+        order = CheckpointCB.order + 1
+        def __init__(self, ckpt, folder): self.ckpt, self.folder = ckpt, folder
         def after_batch(self, learn):
-            if learn.training: kill_point(f'batch_{learn.epoch}_{learn.iter}')
+            if not learn.training: return
+            _kill_point(f'batch_{learn.epoch}_{learn.iter}')
+            if os.environ.get('MINIAI_TEST_KILL_AT') == f'wait_{learn.epoch}_{learn.iter}':
+                (self.folder/'waiting').touch()
+                for _ in range(2000):   # until the parent's SIGTERM has come
+                    if self.ckpt.stop_requested: break
+                    time.sleep(0.01)
 
     def fit(folder, resume):
+        folder = Path(folder)
         torch.manual_seed(0)
         x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
         dls = SimpleNamespace(train=DataLoader(TensorDataset(x, y), 16, shuffle=True, generator=torch.Generator().manual_seed(1)),
@@ -373,13 +397,17 @@ CHILD = textwrap.dedent("""
         metrics = MetricsCB(accuracy=MulticlassAccuracy())
         metrics.log_to(lambda row: None)
         sched = BatchSchedCB(partial(OneCycleLR, max_lr=3e-2, total_steps=3*len(dls.train)))
-        learn = TrainLearner(model, dls, F.cross_entropy, lr=3e-2, opt_func=optim.AdamW, cbs=[
-            metrics, sched, CheckpointCB(folder, monitor='loss', mode='min', resume=resume), BatchKillPoints()])
-        learn.fit(3)
-        torch.save(learn.model.state_dict(), f'{folder}/final.pt')
+        ckpt = CheckpointCB(folder, monitor='loss', resume=resume)
+        learn = TrainLearner(model, dls, F.cross_entropy, lr=3e-2, opt_func=optim.AdamW,
+                             cbs=[metrics, sched, ckpt, BatchKillPoints(ckpt, folder)])
+        try: learn.fit(3)
+        finally:
+            with open(folder/'rows.json', 'a') as f: f.write(json.dumps(metrics.history) + '\\n')
+        torch.save(learn.model.state_dict(), folder/'final.pt')
 
     # Each job `[folder, resume, kill point]` runs in a child forked from this process, which has imported everything
-    # once (a fresh Python costs seconds); all side by side. Prints `[pid, exit status]` per job (negative: killed).
+    # once and trained once (a fresh Python and a first fit cost seconds); all side by side. It reads one list of jobs a
+    # line from its input and prints `[pid, exit status]` per job (negative: killed) for each.
     def start(folder, resume, kill):
         pid = os.fork()
         if pid: return pid
@@ -388,51 +416,90 @@ CHILD = textwrap.dedent("""
             if kill: os.environ['MINIAI_TEST_KILL_AT'] = kill
             fit(folder, resume)
             code = 0
+        except TrainingStopped as e:
+            Path(folder, 'stopped.json').write_text(json.dumps([str(e.path), e.signum, e.epoch, e.batch, str(e)]))
+            code = 3
         except BaseException: traceback.print_exc()
         finally: os._exit(code)
 
-    pids = [start(*job) for job in json.loads(sys.argv[1])]
-    status = dict(os.wait() for _ in pids)
-    print(json.dumps([[pid, -os.WTERMSIG(status[pid]) if os.WIFSIGNALED(status[pid]) else os.WEXITSTATUS(status[pid])]
-                      for pid in pids]))
+    import tempfile
+    with tempfile.TemporaryDirectory() as d: fit(d, False)   # a first fit pays PyTorch's one-time set-up: once, here, not in each child
+    def run(jobs):
+        pids = [start(*job) for job in jobs]
+        reaped = {}
+        for pid, (folder, _, kill) in zip(pids, jobs):   # a SIGTERM from outside, sent once the child waits for it
+            if not (kill and kill.startswith('wait_')): continue
+            while not Path(folder, 'waiting').exists():
+                done, st = os.waitpid(pid, os.WNOHANG)
+                if done: reaped[pid] = st; break   # it ended without waiting: the test will say so
+                time.sleep(0.01)
+            if pid not in reaped: os.kill(pid, signal.SIGTERM)
+        status = {**reaped, **dict(os.wait() for _ in range(len(pids) - len(reaped)))}
+        return [[pid, -os.WTERMSIG(status[pid]) if os.WIFSIGNALED(status[pid]) else os.WEXITSTATUS(status[pid])] for pid in pids]
+
+    for line in sys.stdin:   # one list of jobs a line; one line of results each
+        print(json.dumps(run(json.loads(line))), flush=True)
     """)
 
 KILLS = {'mid-epoch': 'batch_1_2', 'inside a write': 'save_tmp_written@2', 'between best.pt and last.pt': 'best_written@2'}
+# SIGTERM: after training batch 1 of epoch 1 (seen at the next batch's end: 3 done); while epoch 1's checkpoint is written; between epochs 0 and 1 (once
+# epoch 0's last.pt is on disk); from the parent, at whatever batch the child has reached after batch 0 of epoch 2.
+TERMS = {'term mid-epoch': ('batch_1_1:TERM', 1, 3), 'term inside a write': ('save_tmp_written@2:TERM', 2, 0),
+         'term between epochs': ('last_written@1:TERM', 1, 0), 'term from outside': ('wait_2_0', 2, None)}
 
-def test_killed_then_resumed_gives_identical_weights(tmp_path):
-    "Killed (SIGKILL) in the middle of epoch 1, inside the writing of a checkpoint, and between best.pt and last.pt: each resumes to the uninterrupted run's weights, best.pt holds the best epoch's, and no temporary file stays."
+def test_killed_or_stopped_then_resumed_gives_identical_weights(tmp_path):
+    "Killed (SIGKILL) in the middle of epoch 1, inside the writing of a checkpoint, and between best.pt and last.pt; stopped (SIGTERM) in the middle of an epoch, inside a write, between epochs and from outside: each resumes to the uninterrupted run's weights and rows, best.pt holds the best epoch's, and no temporary file is left by the resumed runs."
     script = tmp_path/'child.py'
     script.write_text(CHILD)
+    runner = subprocess.Popen([sys.executable, str(script)], env=CHILD_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     def run(jobs):
         "Run `jobs` (`(folder, resume, kill point)`) side by side; their process ids and exit statuses."
-        res = subprocess.run([sys.executable, str(script), json.dumps([[str(f), r, k] for f, r, k in jobs])], env=CHILD_ENV,
-                             capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, res.stderr[-2000:]
-        return json.loads(res.stdout.splitlines()[-1])
-    (_, full), *killed_runs = run([(tmp_path/'full', False, None)] + [(tmp_path/name, False, kill) for name, kill in KILLS.items()])
-    assert full == 0 and [st for _, st in killed_runs] == [-signal.SIGKILL]*len(KILLS), (full, killed_runs)
-    pid_of = dict(zip(KILLS, [pid for pid, _ in killed_runs]))
-    killed = {name: tmp_path/name for name in KILLS}
+        runner.stdin.write(json.dumps([[str(f), r, k] for f, r, k in jobs]) + '\n')
+        runner.stdin.flush()
+        line = runner.stdout.readline()
+        assert line, runner.stderr.read()[-2000:]
+        return json.loads(line)
+    for name in [*KILLS, *TERMS, 'full']: (tmp_path/name).mkdir()
+    (_, full), *stopped_runs = run([(tmp_path/'full', False, None)] + [(tmp_path/name, False, kill) for name, kill in KILLS.items()]
+                                   + [(tmp_path/name, False, kill) for name, (kill, _, _) in TERMS.items()])
+    assert full == 0 and [st for _, st in stopped_runs] == [-signal.SIGKILL]*len(KILLS) + [3]*len(TERMS), (full, stopped_runs)
+    pid_of = dict(zip([*KILLS, *TERMS], [pid for pid, _ in stopped_runs]))
+    killed = {name: tmp_path/name for name in [*KILLS, *TERMS]}
     assert read_checkpoint(killed['mid-epoch']/'last.pt')['epoch'] == 0   # epoch 0 saved; epoch 1 was running
-    # Killed while writing epoch 1's checkpoint (its temporary file written, not renamed): the leftover stays, named with
-    # the dead process's id, and last.pt is epoch 0's, whole. A load of that path removes the leftover.
+    # Killed while writing epoch 1's checkpoint (its temporary file written, not renamed): the leftover stays, last.pt is
+    # epoch 0's, whole. A load of that path is a read: it leaves the leftover alone.
     d = killed['inside a write']
     left = [p.name for p in d.glob('.*')]
-    assert len(left) == 1 and left[0].endswith(f'.pt.tmp{pid_of["inside a write"]}'), left
+    assert len(left) == 1 and left[0].startswith(('.last.pt.tmp', '.best.pt.tmp')), left
     assert read_checkpoint(d/'last.pt')['epoch'] == 0
-    TrainLearner(tiny_cnn()).load(d/left[0][1:].split('.tmp')[0], model_only=True)
-    assert not list(d.glob('.*'))
+    TrainLearner(tiny_cnn()).load(d/'last.pt', model_only=True)
+    assert [p.name for p in d.glob('.*')] == left
     # Killed between the two files of an epoch that was the best so far: best.pt is one epoch ahead of last.pt.
     d = killed['between best.pt and last.pt']
     assert read_checkpoint(d/'best.pt')['epoch'] == read_checkpoint(d/'last.pt')['epoch'] + 1
-    (d/'.last.pt.tmp999999999').write_text('left by a process that is gone')   # removed by the next save or load
-    assert [st for _, st in run([(folder, True, None) for folder in killed.values()])] == [0]*len(KILLS)
+    # Stopped by SIGTERM: TrainingStopped named last.pt and the place; last.pt holds that place.
+    for name, (_, epoch, batch) in TERMS.items():
+        path, signum, e, b, message = json.loads((killed[name]/'stopped.json').read_text())
+        assert (Path(path), signum, e) == (killed[name]/'last.pt', signal.SIGTERM, epoch), (name, path, signum, e)
+        if batch is not None: assert b == batch, (name, b)
+        assert str(killed[name]/'last.pt') in message and 'SIGTERM' in message
+        ckpt = read_checkpoint(killed[name]/'last.pt')
+        assert ckpt['epoch'] == e - 1 and (ckpt['place'] is None) == (b == 0), (name, ckpt['epoch'], ckpt['place'])
+        if b: assert (ckpt['place']['epoch'], ckpt['place']['batch']) == (e, b)
+    leftovers = {name: set(folder.glob('.*')) for name, folder in killed.items()}
+    assert [st for _, st in run([(folder, True, None) for folder in killed.values()])] == [0]*len(killed)
     full = tmp_path/'full'
-    expected, best = torch.load(full/'final.pt'), read_checkpoint(full/'best.pt')
+    expected, best, rows = torch.load(full/'final.pt'), read_checkpoint(full/'best.pt'), json.loads((full/'rows.json').read_text())
     for name, folder in killed.items():
         assert_same(torch.load(folder/'final.pt'), expected)
         assert_same(read_checkpoint(folder/'best.pt')['model'], best['model'])
-        assert sorted(p.name for p in folder.iterdir()) == ['best.pt', 'final.pt', 'last.pt'], name
+        runs = [json.loads(line) for line in (folder/'rows.json').read_text().splitlines()]
+        if name in TERMS: assert runs[0] + runs[1] == rows, name   # the stopped run's rows, then the resumed run's: the same
+        assert sorted(p.name for p in folder.iterdir() if not p.name.startswith('.')) >= ['best.pt', 'final.pt', 'last.pt'], name
+        assert set(folder.glob('.*')) <= leftovers[name], name   # the resumed run left no temporary file
+    runner.stdin.close()
+    assert runner.wait(timeout=60) == 0, runner.stderr.read()[-2000:]
 
 
 # ---------- CheckpointCB and get_preds ----------
