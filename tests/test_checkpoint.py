@@ -259,20 +259,32 @@ class StopAfter(Callback):
         if not learn.training and learn.epoch == self.epoch: raise CancelFitException()
 
 
-def test_load_then_fit_continues(tmp_path):
-    "Stopped after 2 of 3 epochs, saved; a new learner loads and fits 1 epoch: the weights of the uninterrupted run, to the bit."
-    full = full_learner(tmp_path/'full')
+@pytest.fixture(scope='module')
+def full_run(tmp_path_factory):
+    "The uninterrupted 3-epoch run of `full_learner` (float16 scaler, one-cycle, a DataLoader generator): its learner and rows."
+    full = full_learner(tmp_path_factory.mktemp('full'))
     full.fit(3)
+    return full, [dict(r) for r in full.metrics.history]
+
+
+def test_load_then_fit_continues(full_run, tmp_path):
+    "Stopped after 2 of 3 epochs; a new learner loads and fits, `fit(3)` as the saved run: it runs the one epoch left, and ends with the weights of the uninterrupted run, to the bit. `fit(2)` has nothing left to do and says so before any step."
+    full, _ = full_run
     stopped = full_learner(tmp_path/'stopped', cbs=[StopAfter(1)])
     stopped.fit(3)
     again = full_learner(tmp_path/'again')
     again.load(tmp_path/'stopped'/'last.pt')
+    w = weights(again)
+    with pytest.raises(ValueError, match=r'has done 2 epochs; .*so fit\(2\) has nothing to do'): again.fit(2)
+    assert_same(weights(again), w)
     seen = {}
     class Look(Callback):
         order = LoadedStateCB.order + 1
         def before_fit(self, learn): seen['step'] = learn.opt.state_dict()['state'][0]['step'].item()
-    again.fit(1, cbs=Look())
+        def before_epoch(self, learn): seen.setdefault('epochs', []).append(learn.epoch)
+    again.fit(3, cbs=Look())
     assert seen['step'] == 2*len(again.dls.train)   # AdamW's step count went on
+    assert seen['epochs'] == [2, 2]                 # one epoch ran: its training and validation passes
     assert_same(weights(again), weights(full))
     assert_same(again.cbs[2].state_dict(), full.cbs[2].state_dict())   # the one-cycle schedule, to its end
     assert not any(isinstance(cb, LoadedStateCB) for cb in again.cbs)   # used once
@@ -281,6 +293,77 @@ def test_load_then_fit_continues(tmp_path):
     fresh_opt.load(tmp_path/'stopped'/'last.pt', model_only=True)
     fresh_opt.fit(1)
     assert not torch.equal(weights(fresh_opt)['0.0.weight'], weights(full)['0.0.weight'])
+
+
+def test_global_generator_restored(tmp_path, monkeypatch):
+    "A DataLoader that shuffles with PyTorch's global generator: resumed, the run is the uninterrupted one only because `load` restores that generator (with the restore switched off, the weights differ)."
+    full = make_learner()
+    full.fit(3)
+    stopped = make_learner(cbs=[StopAfter(1), CheckpointCB(tmp_path, monitor='loss')])
+    stopped.fit(3)
+    def resumed():
+        torch.manual_seed(99)   # the generator somewhere else, as in a new process
+        learn = make_learner()
+        learn.load(tmp_path/'last.pt')
+        learn.fit(3)
+        return weights(learn)
+    assert_same(resumed(), weights(full))
+    monkeypatch.setattr(miniai.checkpoint, 'set_rng_states', lambda states, dls=None: None)
+    assert not torch.equal(resumed()['0.0.weight'], weights(full)['0.0.weight'])
+
+
+def test_another_batch_size_is_refused(full_trained, tmp_path):
+    "A one-cycle schedule made for another number of batches per epoch cannot be continued: `load` refuses it, nothing changes."
+    _, good = full_trained
+    other = full_learner(tmp_path/'run')
+    other.dls.train = DataLoader(other.dls.train.dataset, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(1))
+    sched = next(cb for cb in other.cbs if isinstance(cb, BatchSchedCB))
+    sched.sched = partial(OneCycleLR, max_lr=1e-2, total_steps=3*len(other.dls.train))   # as the recipe makes it: for this batch size
+    w = weights(other)
+    with pytest.raises(CheckpointError, match=r'a schedule of 12 steps \(total_steps\) and this learner.s has 24: the batch size'):
+        other.load(good)
+    assert_same(weights(other), w)
+
+
+class RequestStopAt(Callback):
+    "Call `ckpt.request_stop()` (or send this process `signum`) after training batch `iter` of epoch `epoch`."
+    order = CheckpointCB.order + 1
+    def __init__(self, ckpt, epoch, iter, signum=None): self.ckpt, self.epoch, self.iter, self.signum = ckpt, epoch, iter, signum
+    def after_batch(self, learn):
+        if not (learn.training and (learn.epoch, learn.iter) == (self.epoch, self.iter)): return
+        if self.signum: os.kill(os.getpid(), self.signum)
+        else: self.ckpt.request_stop()
+
+
+def test_stopped_mid_epoch_then_load_and_fit(full_run, tmp_path):
+    "`request_stop` in the middle of epoch 1 (float16 scaler, one-cycle, DataLoader generator): TrainingStopped names last.pt and the place; a new learner loads it and fits: the weights and the rows (the partial epoch's included) are the uninterrupted run's."
+    full, full_rows = full_run
+    stopped = full_learner(tmp_path/'stopped')
+    ckpt = next(cb for cb in stopped.cbs if isinstance(cb, CheckpointCB))
+    with pytest.raises(TrainingStopped) as e: stopped.fit(3, cbs=RequestStopAt(ckpt, 1, 0))
+    assert (e.value.path, e.value.signum, e.value.epoch, e.value.batch) == (tmp_path/'stopped'/'last.pt', None, 1, 2)
+    assert f"{tmp_path/'stopped'/'last.pt'}" in str(e.value) and 'request_stop()' in str(e.value)
+    again = full_learner(tmp_path/'again')
+    again.load(tmp_path/'stopped'/'last.pt')
+    again.fit(3)
+    assert_same(weights(again), weights(full))
+    assert [dict(r) for r in stopped.metrics.history] + [dict(r) for r in again.metrics.history] == full_rows
+
+
+def test_signal_handlers_installed_only_during_fit(tmp_path):
+    "SIGUSR1 in `stop_signals` stops the fit; before and after, whatever handler was there is there again, however the fit ended."
+    seen, term = [], signal.getsignal(signal.SIGTERM)
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
+    try:
+        ckpt = CheckpointCB(tmp_path, monitor='loss', stop_signals=(signal.SIGTERM, signal.SIGUSR1))
+        learn = make_learner(cbs=[ckpt], epochs=1)
+        with pytest.raises(TrainingStopped, match='SIGUSR1 after 2 training batches of epoch 0'):
+            learn.fit(1, cbs=RequestStopAt(ckpt, 0, 0, signal.SIGUSR1))
+        assert signal.getsignal(signal.SIGTERM) is term
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert seen == [signal.SIGUSR1]       # the old handler is back
+        assert not ckpt.stop_requested        # and a later fit is not stopped by the old request
+    finally: signal.signal(signal.SIGUSR1, old)
 
 
 def test_adamw_state_is_refused_by_sgd(trained):
@@ -549,3 +632,63 @@ def test_get_preds(trained, tmp_path):
         assert torch.equal(bare.get_preds(dl=learn.dls.valid)[0], expected)
         with pytest.raises(ValueError, match='pass one with `dl=`'): bare.get_preds()
     finally: learn.cbs.remove(cb)
+
+
+# ---------- two processes agree on a stop ----------
+
+# Two processes (forked, joined by torch.distributed over gloo) train the tiny CNN side by side, each with CheckpointCB
+# into its own folder, rank 0 the main process. Only rank 1 gets SIGTERM, after training batch 0 of epoch 1: both must
+# stop at the same batch, both must know the signal, and only rank 0 writes.
+TWO = textwrap.dedent("""
+    import json, os, signal, sys, traceback, torch, torch.nn.functional as F, torch.distributed as dist
+    from pathlib import Path
+    from types import SimpleNamespace
+    from torch import nn, optim
+    from torch.utils.data import DataLoader, TensorDataset
+    from miniai.checkpoint import CheckpointCB, TrainingStopped
+    from miniai.learner import Callback, MetricsCB, TrainLearner
+    """) + inspect.getsource(tiny_cnn) + textwrap.dedent("""
+    class SignalRank1(Callback):
+        order = CheckpointCB.order + 1
+        def after_batch(self, learn):
+            if learn.training and dist.get_rank() == 1 and (learn.epoch, learn.iter) == (1, 0): os.kill(os.getpid(), signal.SIGTERM)
+
+    def rank(r, folder):
+        dist.init_process_group('gloo', init_method=f'file://{folder}/store', rank=r, world_size=2)
+        torch.manual_seed(0)
+        x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
+        dls = SimpleNamespace(train=DataLoader(TensorDataset(x, y), 16, shuffle=True), valid=DataLoader(TensorDataset(x[:32], y[:32]), 16))
+        metrics = MetricsCB()
+        metrics.log_to(lambda row: None)
+        learn = TrainLearner(tiny_cnn(), dls, F.cross_entropy, lr=1e-2, opt_func=optim.AdamW,
+                             cbs=[metrics, CheckpointCB(Path(folder)/str(r), monitor='loss'), SignalRank1()])
+        learn.is_main_process = r == 0
+        try: learn.fit(3); res = None
+        except TrainingStopped as e: res = [e.signum, e.epoch, e.batch, e.path.parent.name]
+        Path(folder, f'rank{r}.json').write_text(json.dumps(res))
+        dist.destroy_process_group()
+
+    folder = sys.argv[1]
+    pids = []
+    for r in range(2):
+        pid = os.fork()
+        if pid: pids.append(pid); continue
+        code = 1
+        try: rank(r, folder); code = 0
+        except BaseException: traceback.print_exc()
+        finally: os._exit(code)
+    print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]))
+    """)
+
+def test_two_processes_stop_at_the_same_batch(tmp_path):
+    "Under torch.distributed, a SIGTERM that reaches one process stops both at the same batch; only the main process writes the checkpoint, which holds that place."
+    script = tmp_path/'two.py'
+    script.write_text(TWO)
+    res = subprocess.run([sys.executable, str(script), str(tmp_path)], env={**CHILD_ENV, 'GLOO_SOCKET_IFNAME': 'lo'},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and json.loads(res.stdout.splitlines()[-1]) == [0, 0], res.stderr[-3000:]
+    stops = [json.loads((tmp_path/f'rank{r}.json').read_text()) for r in range(2)]
+    assert stops == [[signal.SIGTERM, 1, 2, '0'], [signal.SIGTERM, 1, 2, '1']], stops   # rank 0 learnt of rank 1's signal
+    place = read_checkpoint(tmp_path/'0'/'last.pt')['place']
+    assert (place['epoch'], place['batch']) == (1, 2)
+    assert not (tmp_path/'1').exists()   # rank 1 wrote nothing
