@@ -1,5 +1,5 @@
 "Checkpoints: a saved learner loads in a fresh process; bad files and bad parts of real checkpoints fail clearly and change nothing; load then fit continues (one-cycle included); runs killed with SIGKILL (mid-epoch, inside a write, between best.pt and last.pt) and stopped with SIGTERM (mid-epoch, inside a write, between epochs, from outside) resume to identical weights and rows; two processes agree on a stop; a full disk, a read-only folder; get_preds."
-import errno, json, inspect, math, os, random, resource, signal, stat, subprocess, sys, textwrap
+import errno, json, inspect, math, os, random, resource, shutil, signal, stat, subprocess, sys, textwrap
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -596,6 +596,123 @@ def test_checkpoint_cb_keeps_last_and_best(tmp_path):
     assert (cb.best, cb.best_epoch) == (losses[best], best)
     assert read_checkpoint(tmp_path/'best.pt')['epoch'] == best
     assert read_checkpoint(tmp_path/'last.pt')['epoch'] == 2
+
+
+class _Score:
+    "A metric that computes to `value`."
+    def __init__(self, value): self.value = value
+    def compute(self): return torch.tensor(self.value)
+
+def _validated(cb, scores, batches=1):
+    "Run `cb.after_epoch` for validation passes scoring `scores` (on a process that writes nothing): the best epoch kept."
+    for epoch, v in enumerate(scores):
+        learn = SimpleNamespace(training=False, epoch=epoch, n_epochs=len(scores), is_main_process=False,
+                                metrics=SimpleNamespace(all_metrics={cb.monitor: _Score(v)}))
+        cb.distributed, cb.pass_batches = False, batches
+        cb.after_epoch(learn)
+    return cb.best_epoch
+
+def test_checkpoint_cb_mode_follows_the_metric_and_ties_keep_the_earlier():
+    assert CheckpointCB(monitor='loss').mode == 'min' and CheckpointCB(monitor='valid_error').mode == 'min'
+    assert CheckpointCB(monitor='accuracy').mode == 'max' and CheckpointCB(monitor='loss', mode='max').mode == 'max'
+    assert _validated(CheckpointCB(monitor='loss'), [0.5, 0.4, 0.6]) == 1
+    assert _validated(CheckpointCB(monitor='loss'), [0.5, 0.4, 0.4]) == 1        # a tie keeps the earlier epoch
+    assert _validated(CheckpointCB(monitor='accuracy'), [0.7, 0.7, 0.6]) == 0
+    assert _validated(CheckpointCB(monitor='accuracy'), [float('nan'), 0.1]) == 1   # a NaN is never best
+    assert _validated(CheckpointCB(monitor='loss'), [0.0, 0.0], batches=0) is None  # nor an empty pass
+
+
+def test_empty_validation_pass_never_becomes_best(tmp_path):
+    "A validation DataLoader that yields nothing (an iterable without a length, so the fit's check cannot tell): its row reads loss 0 and accuracy NaN; last.pt is written, best.pt never."
+    learn = make_learner(cbs=[cb := CheckpointCB(tmp_path, monitor='loss')], epochs=1)
+    class Empty:
+        def __iter__(self): return iter(())
+    learn.dls.valid = Empty()
+    learn.fit(1)
+    row = learn.metrics.history[-1]
+    assert row['train'] == 'eval' and math.isnan(row['accuracy'])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['last.pt'] and cb.best is None
+
+
+def test_best_score_carried_over(tmp_path):
+    "The best score so far is part of the checkpoint: a learner that loads one whose best loss no epoch can beat never writes best.pt, and keeps that score."
+    learn = make_learner(cbs=[CheckpointCB(tmp_path/'a', monitor='loss')], epochs=2)
+    learn.fit(2, cbs=StopAfter(0))
+    ckpt = torch.load(tmp_path/'a'/'last.pt', weights_only=True)
+    ckpt['cbs']['CheckpointCB'].update(best=-1.0, best_epoch=0)   # a loss below zero: no epoch beats it
+    torch.save(ckpt, tmp_path/'unbeatable.pt')
+    again = make_learner(cbs=[cb := CheckpointCB(tmp_path/'b', monitor='loss')], epochs=2)
+    again.load(tmp_path/'unbeatable.pt')
+    again.fit(2)
+    assert (cb.best, cb.best_epoch) == (-1.0, 0) and sorted(p.name for p in (tmp_path/'b').iterdir()) == ['last.pt']
+
+
+def test_two_stateful_callbacks_of_one_class(tmp_path):
+    "Two CheckpointCBs (one watching the loss, one the accuracy) in one learner: each gets its own state back."
+    learn = make_learner(cbs=[CheckpointCB(tmp_path/'l', monitor='loss'), CheckpointCB(tmp_path/'a', monitor='accuracy')], epochs=1)
+    learn.fit(1)
+    learn.save(tmp_path/'both.pt')
+    assert set(read_checkpoint(tmp_path/'both.pt')['cbs']) == {'BatchSchedCB', 'CheckpointCB', 'CheckpointCB_1'}
+    again = make_learner(cbs=[l := CheckpointCB(tmp_path/'l2', monitor='loss'), a := CheckpointCB(tmp_path/'a2', monitor='accuracy')], epochs=1)
+    again.load(tmp_path/'both.pt')
+    next(cb for cb in again.cbs if isinstance(cb, LoadedStateCB)).apply(again)   # what the next fit does first
+    assert [(cb.monitor, cb.best) for cb in (l, a)] == [(cb.monitor, cb.best) for cb in learn.cbs if isinstance(cb, CheckpointCB)]
+
+
+def test_explicit_lr_wins_after_load(trained):
+    "`fit(lr=1e-4)` after `load` trains at 1e-4, not at the saved optimizer's rate; `fit()` goes on at the saved rate."
+    _, path = trained
+    rates = []
+    class Rate(Callback):
+        order = LoadedStateCB.order + 1
+        def before_batch(self, learn): rates.append(learn.opt.param_groups[0]['lr'])
+    learn = make_learner()
+    learn.cbs = [cb for cb in learn.cbs if not isinstance(cb, BatchSchedCB)]   # no schedule: the optimizer's rate is the one used
+    learn.load(path)
+    saved = read_checkpoint(path)['opt']['param_groups'][0]['lr']
+    learn.fit(3, lr=1e-4, cbs=Rate())
+    assert saved != 1e-4 and set(rates) == {1e-4}
+    rates.clear()
+    learn.load(path)
+    learn.fit(2, cbs=Rate())
+    assert set(rates) == {saved}
+
+
+def test_full_disk_is_an_oserror(tmp_path):
+    "A write that fails for want of room (a file-size limit in a child process, SIGXFSZ ignored) raises OSError, not PyTorch's RuntimeError; the old file is untouched and no temporary file is left."
+    target = tmp_path/'model.pt'
+    atomic_save({'w': torch.ones(10)}, target)
+    before = target.read_bytes()
+    child = textwrap.dedent(f"""
+        import resource, signal, torch
+        from miniai.checkpoint import atomic_save
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit then fails, instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))   # no file of this process may grow past 64 kB
+        try: atomic_save({{'w': torch.zeros(100_000)}}, {str(target)!r})   # 400 kB
+        except OSError as e: print('OSError', e)
+        """)
+    res = subprocess.run([sys.executable, '-c', child], capture_output=True, text=True, env=CHILD_ENV, timeout=120)
+    said = res.stdout + res.stderr[-2000:]
+    assert res.returncode == 0 and said.startswith('OSError') and 'is the disk full?' in said, said
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ['model.pt']
+
+
+def test_load_deletes_nothing(trained, tmp_path, monkeypatch):
+    "`load` is a read: a run folder made read-only, holding a temporary file a killed writer left, still loads, and the leftover stays. (As root the permission bits stop nothing, so every way of deleting a file is made to fail as well.)"
+    _, good = trained
+    run = tmp_path/'run'
+    run.mkdir()
+    (run/'last.pt').write_bytes(good.read_bytes())
+    (run/'.last.pt.tmp999999999').write_text('left by a process that is gone')
+    def no_delete(*args, **kwargs): raise AssertionError(f'load deleted {args}')
+    for mod, name in ((os, 'unlink'), (os, 'remove'), (os, 'rmdir'), (shutil, 'rmtree'), (Path, 'unlink'), (Path, 'rmdir')):
+        monkeypatch.setattr(mod, name, no_delete)
+    run.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        make_learner().load(run/'last.pt')
+        assert sorted(p.name for p in run.iterdir()) == ['.last.pt.tmp999999999', 'last.pt']
+    finally: run.chmod(stat.S_IRWXU)
 
 
 def test_checkpoint_cb_bad_arguments(tmp_path):
