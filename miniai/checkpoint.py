@@ -367,20 +367,17 @@ class _GoOnCB(Callback):
     def cleanup_fit(self, learn): self._drop(learn)
 
 class LoadedStateCB(Callback):
-    "The optimizer's and callbacks' states from a checkpoint that `Learner.load` read between fits: the next fit checks and applies them once it has made its optimizer and schedulers, then drops this callback. That fit goes on with the saved run: `fit(n_epochs)` runs the epochs (and, for a checkpoint saved in an epoch, the batches) of the saved run's first `n_epochs` that the checkpoint has not done."
+    "The optimizer's and callbacks' states from a checkpoint that `Learner.load` read between fits: the next fit checks and applies them once it has made its optimizer and schedulers, then drops this callback. That fit goes on with the saved run: `fit(n_epochs)`, for `n_epochs` more than the checkpoint has done, runs the epochs (and, for a checkpoint saved in an epoch, the batches) of the saved run's first `n_epochs` that it has not done; otherwise `n_epochs` more from the loaded state."
     order = 49   # after every callback that makes something in `before_fit` (schedulers, scalers, Accelerate); before `CheckpointCB`
     def __init__(self, ckpt:dict, path): self.ckpt, self.path = ckpt, path
 
     def before_fit(self, learn):
-        start = self.ckpt['epoch'] + 1
-        if start >= learn.n_epochs:
-            raise ValueError(f"The checkpoint loaded from {self.path} has done {start} epochs; after `load`, `fit(n_epochs)` "
-                             f"goes on with the saved run up to epoch n_epochs in all, so fit({learn.n_epochs}) has nothing to do. "
-                             f"Pass the saved run's number of epochs, or load with `model_only=True` to train afresh from the weights.")
-        self.apply(learn)
+        # More epochs than the checkpoint has done: finish the saved run. No more: `n_epochs` more from the loaded state
+        # (as before miniai 3: e.g. `fit(1, train=False)` to evaluate; a finished one-cycle schedule has no step left).
+        self.apply(learn, go_on=self.ckpt['epoch'] + 1 < learn.n_epochs)
         learn.cbs.remove(self)   # once: a later fit goes on from wherever this one ends
 
-    def apply(self, learn):
+    def apply(self, learn, go_on=True):
         "Check, then load, the optimizer's state into `learn.opt` and the callbacks' states into `learn`'s callbacks; make the fit skip what the checkpoint has done. A learning rate given to this `fit` wins over the saved one."
         ckpt, opt, cbs = self.ckpt, getattr(learn, 'opt', None), _stateful_cbs(learn.cbs)
         if opt is not None and ckpt['opt'] is None: raise _no_opt_state(self.path)
@@ -393,7 +390,7 @@ class LoadedStateCB(Callback):
                 for g in _plain_opt(opt).param_groups: g['lr'] = fit_lr
         for nm, sd in ckpt['cbs'].items():
             if nm in cbs: cbs[nm].load_state_dict(sd)
-        learn.cbs.append(_GoOnCB(ckpt, self.path))
+        if go_on: learn.cbs.append(_GoOnCB(ckpt, self.path))
 
 def _load(learn, path, model_only=False, in_fit=False):
     "`Learner.load`; `in_fit`: during a fit (`CheckpointCB`), when the optimizer and schedulers to load into exist. A read: it writes and deletes nothing."
