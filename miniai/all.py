@@ -15,6 +15,9 @@ from .learner import *
 from .activations import *
 from .init import *
 from .batchnorm import *
+from .sgd import *
+from .resnet import *
+from .augment import *
 from .train import *
 from .checkpoint import *
 from .accel import *
@@ -22,4 +25,4 @@ from .commands import *
 import importlib as _importlib
 # nbdev's `__all__` above lists the names this cell defines (none); `import *` needs every module's
 __all__ = sorted({nm for m in ('core', 'data', 'training', 'datasets', 'conv', 'learner', 'activations', 'init', 'batchnorm',
-                               'train', 'checkpoint', 'accel', 'commands') for nm in _importlib.import_module(f'miniai.{m}').__all__})
+                               'sgd', 'resnet', 'augment', 'train', 'checkpoint', 'accel', 'commands') for nm in _importlib.import_module(f'miniai.{m}').__all__})
