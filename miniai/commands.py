@@ -17,7 +17,7 @@ from fastcore.script import call_parse, store_true
 from .core import def_device, atomic_write, remove_path
 from .datasets import load_fashion_mnist, decoded_dls
 from .learner import Callback
-from .train import train, get_learner, input_stats, NORMS
+from .train import train, get_learner, input_stats, NORMS, get_recipe, recipes_help
 from .checkpoint import CheckpointCB, CheckpointError, TrainingStopped, read_checkpoint, is_main_process, _kill_point
 from .accel import AccelerateCB   # Accelerate itself is imported only when a fit starts
 
@@ -106,7 +106,7 @@ class RunError(ValueError):
     "Bad input to `miniai_train` or `miniai_eval`: the message says what to do."
 
 RUN_FILES = ('args.json', 'metrics.csv', 'batches.csv', 'loss.png', 'lr.png', 'last.pt', 'best.pt')
-SAVED_ARGS = ('epochs', 'bs', 'lr', 'seed', 'widths', 'norm', 'data', 'n_train', 'n_valid', 'n_holdout', 'stats')
+SAVED_ARGS = ('recipe', 'epochs', 'bs', 'lr', 'seed', 'widths', 'norm', 'data', 'n_train', 'n_valid', 'n_holdout', 'stats')
 RESULT_ARGS = SAVED_ARGS[:-1]   # the options that change what a run computes (the device may change; the statistics are measured)
 
 def check_device(device:str|None) -> str:
@@ -119,12 +119,14 @@ def check_device(device:str|None) -> str:
     if not there.get(dev.type, False): raise RunError(f"--device {device}: there is no such device here; the best one is {def_device}.")
     return str(dev)
 
-def parse_widths(widths:str) -> tuple:
-    "The model's channels `nfs` from `widths` such as '16,32,64,128': the input's 1 channel first."
+def parse_widths(widths:str, model:str='cnn') -> tuple:
+    "The `model`'s channels `nfs` from `widths` such as '16,32,64,128': the input's 1 channel first (the CNN takes four widths, the ResNet two or more)."
     try: nfs = tuple(int(w) for w in widths.split(','))
     except ValueError: nfs = ()
     if not nfs or min(nfs) < 1: raise RunError(f"--widths {widths}: give the channels of each conv layer as positive whole numbers, e.g. 16,32,64,128.")
-    if len(nfs) != 4: raise RunError(f"--widths {widths}: give four widths: four stride-2 layers take a 28x28 image to 2x2, and the last "
+    if model == 'resnet':
+        if len(nfs) < 2: raise RunError(f"--widths {widths}: give the ResNet at least two widths, its first block's and one more.")
+    elif len(nfs) != 4: raise RunError(f"--widths {widths}: give four widths: four stride-2 layers take a 28x28 image to 2x2, and the last "
                                      f"layer makes the 1x1 class scores.")
     return (1, *nfs)
 
@@ -134,6 +136,7 @@ def read_args(folder) -> dict:
     if not fn.is_file(): raise RunError(f"{folder} is not a miniai_train run: it has no args.json.")
     try: args = json.loads(fn.read_text())
     except ValueError: raise RunError(f"{fn} is damaged: it is not JSON.") from None
+    if isinstance(args, dict): args.setdefault('recipe', 'default')   # runs from before the recipes trained the default one
     missing = [k for k in SAVED_ARGS if k not in args] if isinstance(args, dict) else list(SAVED_ARGS)
     if missing: raise RunError(f"{fn} lacks {', '.join(missing)}: it was written by an older miniai_train; train the model again.")
     return args
@@ -164,13 +167,21 @@ def new_run_folder(out:str|None, overwrite:bool=False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
+def _with_recipe(args:dict) -> dict:
+    "`args` with each setting left out (None) taken from the recipe `args['recipe']` (`miniai.train.RECIPES`)."
+    try: r = get_recipe(args['recipe'])
+    except ValueError as e: raise RunError(f"--recipe {args['recipe']}: {e}") from None
+    given = {k: args[k] if args[k] is not None else r[k] for k in ('epochs', 'bs', 'lr', 'norm')}
+    widths = args['widths'] if args['widths'] is not None else ','.join(str(n) for n in r['nfs'][1:])
+    return {**args, **given, 'widths': widths}
+
 def _check_args(args:dict):
     "Refuse the options of a new run that cannot work, before anything is written."
     for k in ('epochs', 'bs', 'n_train', 'n_valid', 'n_holdout'):
         if args[k] is not None and args[k] < 1: raise RunError(f"--{k} {args[k]}: it must be at least 1.")
     if args['lr'] <= 0: raise RunError(f"--lr {args['lr']}: the learning rate must be positive.")
     if args['norm'] not in NORMS: raise RunError(f"--norm {args['norm']}: use one of {', '.join(NORMS)}.")
-    parse_widths(args['widths'])
+    parse_widths(args['widths'], get_recipe(args['recipe'])['model'])
 
 # %% ../nbs/19_commands.ipynb #5cafa1af
 STOPPED_EXIT = 128 + signal.SIGTERM   # 143: "terminated by SIGTERM", what a shell, SLURM and Kubernetes read as stopped
@@ -222,6 +233,7 @@ def _resume_args(args:dict, folder:Path) -> dict:
 def _run(args:dict, where:dict):
     "`main`'s work; `args` holds every option as given. The run's folder goes in `where['folder']` as soon as it is known."
     start, device, main_process = time.time(), check_device(args['device']), _main_process()
+    if not args['resume']: args = _with_recipe(args)   # --resume takes the run's own settings
     say = print if main_process else (lambda *a, **k: None)   # under a launcher, one process speaks
     if args['auto_resume']:
         if not args['out']: raise RunError("--auto_resume needs --out: the folder to continue the run in, or to start it in.")
@@ -266,7 +278,7 @@ def _run(args:dict, where:dict):
     # Started by torchrun or `accelerate launch` as several processes: Accelerate shares out the batches (18_accel).
     launched = int(os.environ.get('WORLD_SIZE', '1')) > 1
     # The recipe's learner (`get_learner`) brings the metrics, the schedule and the NaN guard.
-    _, acc = train(args['epochs'], args['bs'], args['lr'], args['seed'], parse_widths(args['widths']), dsd,
+    _, acc = train(args['epochs'], args['bs'], args['lr'], args['seed'], parse_widths(args['widths'], get_recipe(args['recipe'])['model']), dsd, recipe=args['recipe'],
                    cbs=[RunLogCB(folder), ckpt] + ([AccelerateCB()] if launched else []), norm=args['norm'],
                    device=device, stats=args['stats'])
     if not main_process: return
@@ -282,12 +294,13 @@ def _say_stopped(line:str):
     if _main_process(): print(f"miniai_train: {line}", file=sys.stderr, flush=True)
 
 @call_parse
-def main(epochs:int=5,              # number of epochs (one-cycle over all of them)
-         bs:int=256,                # training batch size (validation uses twice this)
-         lr:float=1e-2,             # peak learning rate of the one-cycle schedule
+def main(recipe:str='default',     # what to train, and how: default or resnet (their costs and accuracies below)
+         epochs:int=None,           # number of epochs (one-cycle over all of them; default: the recipe's)
+         bs:int=None,               # training batch size (validation uses twice this; default: the recipe's)
+         lr:float=None,             # peak learning rate of the one-cycle schedule (default: the recipe's)
          seed:int=1,                # random seed, for a repeatable run
-         widths:str='16,32,64,128', # the model's width: channels of each stride-2 conv layer, comma-separated
-         norm:str='batch',          # normalisation layer after each conv: batch, layer, running or none
+         widths:str=None,           # the model's widths: channels of each stage, comma-separated (default: the recipe's)
+         norm:str=None,             # normalisation after each conv: batch, layer, running or none (default: the recipe's)
          data:str=None,             # folder of Fashion-MNIST IDX files (default: $MINIAI_FASHION_MNIST, Debian's package, the hub)
          n_holdout:int=10_000,      # training images held out for validation (the per-epoch table and best.pt)
          n_train:int=None,          # train on only the first N of the other training images (a quick run)
@@ -297,7 +310,7 @@ def main(epochs:int=5,              # number of epochs (one-cycle over all of th
          auto_resume:store_true=False, # with --out: continue the run there if there is one (same settings), else start it
          overwrite:store_true=False, # replace the results in an existing --out folder
          device:str=None):          # cpu, cuda, cuda:N or mps (default: the best one here)
-    "Train a batch-norm CNN on Fashion-MNIST and keep the results in a folder: last.pt and best.pt (checkpoints), metrics.csv, batches.csv, loss.png, lr.png and args.json. SIGTERM stops it at the next batch with its place saved (exit status 143)."
+    "Train a model on Fashion-MNIST by a recipe and keep the results in a folder: last.pt and best.pt (checkpoints), metrics.csv, batches.csv, loss.png, lr.png and args.json. SIGTERM stops it at the next batch with its place saved (exit status 143). The recipes (--recipe): "
     args, where = dict(locals()), {}   # every option, as given
     old = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try: _run(args, where)
@@ -321,6 +334,8 @@ def main(epochs:int=5,              # number of epochs (one-cycle over all of th
         if old is not None: signal.signal(signal.SIGTERM, old)
     # Return nothing: the console script passes main's return value to `sys.exit`, where a number is an error status.
 
+main.__wrapped__.__doc__ += recipes_help().replace('\n', '; ')   # --help shows each recipe's cost and accuracy
+
 # %% ../nbs/19_commands.ipynb #f584adcb
 def _evaluate(run, which='last', split='test', device=None):
     "The accuracy of `run`'s checkpoint `which` on its `split`, the number of images and the epochs the checkpoint holds."
@@ -330,8 +345,8 @@ def _evaluate(run, which='last', split='test', device=None):
     read_checkpoint(fn)   # fail before the data loads
     dsd = load_data(args)
     dls = decoded_dls(DatasetDict(train=dsd['train'], valid=dsd[split]), args['bs'])
-    learn = get_learner(dls, args['epochs'], args['lr'], parse_widths(args['widths']), args['norm'],
-                        check_device(device), progress=False, stats=args['stats']).load(fn)
+    learn = get_learner(dls, args['epochs'], args['lr'], parse_widths(args['widths'], get_recipe(args['recipe'])['model']), args['norm'],
+                        check_device(device), progress=False, stats=args['stats'], recipe=args['recipe']).load(fn)
     preds, targs = learn.get_preds()
     return MulticlassAccuracy().update(preds, targs).compute().item(), len(targs), learn.epoch+1
 
