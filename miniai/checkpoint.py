@@ -37,7 +37,7 @@ def _kill_point(name:str):
     if _kill_counts[name] == int(nth or 1): os.kill(os.getpid(), signal.SIGTERM if sig == 'TERM' else signal.SIGKILL)
 
 # %% ../nbs/17_checkpoint.ipynb #a1b2c3d4
-kill_point = _kill_point   # the old name, for `miniai.commands` until it imports `_kill_point` (not in `__all__`)
+#| exporti
 
 # %% ../nbs/17_checkpoint.ipynb #074d6838
 _all_ = ['atomic_write']
