@@ -286,7 +286,7 @@ def _len(dl) -> int:
     try: return len(dl)
     except TypeError: return -1
 
-_PASS_ATTRS = ('losses', 'ns', 'iters', 'preds', 'targs')   # what `MetricsCB` gathers batch by batch during a pass
+_PASS_ATTRS = ('losses', 'ns', 'preds', 'targs')   # what `MetricsCB` gathers batch by batch during a pass
 
 def _metrics_cb(cbs):
     "The `MetricsCB` (a callback with `all_metrics`) among `cbs`, or None."

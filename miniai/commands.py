@@ -14,7 +14,7 @@ from datasets import DatasetDict
 from torcheval.metrics import MulticlassAccuracy
 from fastcore.script import call_parse, store_true
 
-from .core import def_device, atomic_write, remove_path
+from .core import def_device, atomic_write, remove_path, remove_stale_tmp
 from .datasets import load_fashion_mnist, decoded_dls
 from .learner import Callback
 from .train import train, get_learner, input_stats, NORMS, get_recipe, recipes_help
@@ -253,6 +253,8 @@ def _run(args:dict, where:dict):
                 (f"; drew {' and '.join(undrawn)}." if undrawn else '.'))
             return
         where['folder'] = folder
+        if main_process:   # a resumed run is its folder's one writer: what a killed writer left half-written is no one's now
+            for nm in RUN_FILES: remove_stale_tmp(folder/nm, older_than=0)
         place = ckpt and ckpt.get('place')
         say(f"resuming {folder} at batch {place['batch']} of epoch {place['epoch']+1}" if place else
             f'resuming {folder} after epoch {done}' if done else f'{folder} has no checkpoint yet: starting it again', flush=True)
