@@ -19,6 +19,7 @@ from .activations import set_seed
 from .init import get_model, init_weights, BatchTransformCB
 from .batchnorm import LayerNorm, RunningBatchNorm
 from .resnet import ResBlock, act_gr
+from .augment import rand_crop, rand_flip
 
 # %% auto #0
 __all__ = ['NORMS', 'MODELS', 'RECIPES', 'normalise_batch', 'input_stats', 'cnn_model', 'resnet_model', 'crop_flip', 'FlipTTA',
@@ -55,18 +56,11 @@ MODELS = {'cnn': cnn_model, 'resnet': resnet_model}
 
 # %% ../nbs/16_train.ipynb #774d87f6
 def crop_flip(pad:int=1, flip:bool=True):
-    "A batch transform for training: each image of `(xb, yb)` shifted by up to `pad` pixels (a random crop of it padded with zeros) and, if `flip`, mirrored left-right with probability 1/2."
+    "A batch transform for training: each image of `(xb, yb)` shifted by up to `pad` pixels (`15_augment`'s `rand_crop`: a random crop of it padded with zeros) and, if `flip`, mirrored left-right with probability 1/2 (`rand_flip`)."
     def _crop_flip(batch):
         xb, yb = batch
-        n, c, h, w = xb.shape
-        dev = xb.device
-        padded = F.pad(xb, (pad,)*4)
-        dy, dx = (torch.randint(0, 2*pad+1, (n, 1, 1, 1), device=dev) for _ in range(2))
-        rows = dy + torch.arange(h, device=dev).view(1, 1, h, 1)
-        cols = torch.arange(w, device=dev).view(1, 1, 1, w)
-        mirror = torch.rand(n, 1, 1, 1, device=dev) < (0.5 if flip else 0)
-        cols = dx + torch.where(mirror, w-1 - cols, cols)   # a mirrored image reads its row from right to left
-        return padded[torch.arange(n, device=dev).view(n, 1, 1, 1), torch.arange(c, device=dev).view(1, c, 1, 1), rows, cols], yb
+        if pad: xb = rand_crop(xb, pad)
+        return (rand_flip(xb) if flip else xb), yb
     return _crop_flip
 
 # %% ../nbs/16_train.ipynb #3e1768e1

@@ -47,3 +47,10 @@ def test_machine_paths_in_outputs_are_caught():
 def test_written_streams_are_joined():
     joined = rk._coalesced([out('a\n'), out('b\n'), result('1'), out('c\n')])
     assert [o.output_type for o in joined] == ['stream', 'execute_result', 'stream'] and joined[0].text == 'a\nb\n'
+
+def test_terminal_colours_are_not_compared():
+    "A debugger's listing is coloured by whatever highlighter is installed; its words are what matter."
+    old = [cell('pdb', out('> core.py(3)\x1b[0;34midentity\x1b[0m()\n\x1b[1;32mdef\x1b[0m identity(*args):\n'))]
+    new = [cell('pdb', out('> core.py(3)\x1b[38;5;28midentity()\n\x1b[38;5;28;01mdef\x1b[39;00m identity(*args):\n'))]
+    assert rk.output_mismatches(old, new) == []
+    assert rk.output_mismatches(old, [cell('pdb', out('> core.py(3)other()\n'))])

@@ -26,10 +26,11 @@ SKIP = re.compile(r'^\s*#\s*\|\s*eval\s*:\s*false', re.M)
 VARIES = re.compile(r'^\s*#\s*output varies', re.M)
 NUMBER = re.compile(r'[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|0x[0-9a-fA-F]+')
 TAG = re.compile(r'<[^>]*>')
+ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')   # terminal colours (a debugger's listing), which vary with the installed highlighter
 MACHINE_PATH = re.compile(r'(?<![\w.])/(?:tmp|work|root|home|private|var/folders)/[^\s\'"]*')
 
 def printed_text(cell) -> str:
-    "What a code cell printed (stdout, and the text of its result), with every number (and address) replaced by `#`."
+    "What a code cell printed (stdout, and the text of its result), without terminal colours, every number (and address) replaced by `#`."
     parts = []
     for o in cell.get('outputs', []):
         if o.get('output_type') == 'stream' and o.get('name') == 'stdout': parts.append(o.get('text', ''))
@@ -39,7 +40,7 @@ def printed_text(cell) -> str:
             parts.append(TAG.sub(' ', html if isinstance(html, str) else ''.join(html)) if html else data.get('text/plain', ''))
         elif o.get('output_type') == 'error': parts.append(f"{o.get('ename')}: {o.get('evalue')}")
     text = ''.join(p if isinstance(p, str) else ''.join(p) for p in parts)
-    return ' '.join(NUMBER.sub('#', text).split())
+    return ' '.join(NUMBER.sub('#', ANSI.sub('', text)).split())
 
 def machine_paths(cell) -> list:
     "Temporary or home-folder paths of this machine that a cell's outputs show (they mean nothing to a reader)."
